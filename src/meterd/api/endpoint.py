@@ -1,0 +1,119 @@
+"""What every API call goes through: auth, params, idempotency, and the error envelope.
+
+A resource module writes handlers ``async def handler(call: ApiCall) -> dict`` and wraps them
+with :func:`v1` or :func:`v2`; the wrapper owns everything that is the same for all of them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from meterd.api import idempotency
+from meterd.api.auth import authenticate
+from meterd.api.forms import decode_form
+from meterd.api.params import parse_params
+from meterd.api.responses import ApiVersion, error_response, json_response
+from meterd.config import Settings
+from meterd.errors import InvalidRequestError, StripeError
+from meterd.scope import Scope
+from meterd.storage import Store
+
+T = TypeVar("T")
+
+Handler = Callable[["ApiCall"], Awaitable[dict[str, Any]]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class ApiCall:
+    """One authenticated request with its decoded params."""
+
+    def __init__(
+        self, request: Request, store: Store, scope: Scope, params: Any, version: ApiVersion
+    ) -> None:
+        self.request = request
+        self.store = store
+        self.scope = scope
+        self.params = params
+        self.version = version
+        self.now = int(time.time())
+
+    def path_param(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+    def parse(self, into: type[T]) -> T:
+        return parse_params(self.params, into, from_form=self.version == "v1")
+
+
+def resource(path: str, **handlers: Endpoint) -> Route:
+    """One route per path, dispatching by method, so a 405 lists every allowed method."""
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers[request.method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
+def v1(handler: Handler) -> Endpoint:
+    return _endpoint(handler, "v1")
+
+
+def v2(handler: Handler) -> Endpoint:
+    return _endpoint(handler, "v2")
+
+
+def _endpoint(handler: Handler, version: ApiVersion) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        try:
+            store: Store = request.app.state.store
+            settings: Settings = request.app.state.settings
+            scope = await authenticate(request, store, version)
+            params = await read_params(request, version, settings.max_body_bytes)
+            call = ApiCall(request, store, scope, params, version)
+            key = request.headers.get("idempotency-key")
+            if key is not None and request.method in ("POST", "DELETE"):
+                return await idempotency.run_once(call, key, handler)
+            return json_response(await handler(call))
+        except StripeError as error:
+            return error_response(error, version)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+async def read_params(request: Request, version: ApiVersion, max_body_bytes: int) -> Any:
+    """The query string for reads, the body for writes: bracket form on v1, JSON on v2."""
+    if request.method == "GET" or (request.method == "DELETE" and version == "v1"):
+        return decode_form(request.url.query)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+        raise _too_large(max_body_bytes)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body_bytes:
+            raise _too_large(max_body_bytes)
+    if version == "v1":
+        return decode_form(bytes(body))
+    if not body.strip():
+        return {}
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"Invalid JSON body: {exc}.") from None
+    if not isinstance(decoded, dict):
+        raise InvalidRequestError("Invalid JSON body: the request body must be a JSON object.")
+    return decoded
+
+
+def _too_large(limit: int) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"Request body too large: at most {limit} bytes are accepted.", status=413
+    )

@@ -1,0 +1,133 @@
+"""Decode request params into typed msgspec structs, failing with Stripe's messages.
+
+Request structs are the schema: field types, ``Meta`` lengths and ``Literal`` enums say what
+is allowed, ``forbid_unknown_fields`` rejects what is not. msgspec's validation message is
+translated into the error Stripe gives for the same mistake, naming the param in bracket form.
+v1 form values are all strings, so they are converted with ``strict=False`` ("10" -> 10,
+"true" -> True); v2 JSON bodies keep their JSON types and are converted strictly.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from msgspec import inspect
+
+from meterd.api.forms import param_name
+from meterd.errors import (
+    InvalidRequestError,
+    empty_param,
+    invalid_enum,
+    missing_param,
+    unknown_param,
+)
+
+T = TypeVar("T")
+
+_MESSAGE = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_PATH_PART = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
+_QUOTED = re.compile(r"`([^`]*)`")
+_KIND_NAMES = {
+    "int": "integer",
+    "bool": "boolean",
+    "str": "string",
+    "object": "hash",
+    "array": "array",
+    "float": "number",
+}
+
+
+def parse_params(data: Any, into: type[T], *, from_form: bool) -> T:
+    """Convert decoded params into ``into``; raise :class:`InvalidRequestError` on any mismatch."""
+    try:
+        return msgspec.convert(data, into, strict=not from_form)
+    except msgspec.ValidationError as exc:
+        raise _translate(str(exc), data, into) from None
+
+
+def _translate(message: str, data: Any, into: type[Any]) -> InvalidRequestError:
+    match = _MESSAGE.match(message)
+    assert match is not None
+    what = match["what"]
+    path = _parse_path(match["path"] or "")
+    name = param_name(path)
+    field = _QUOTED.search(what)
+    if what.startswith("Object missing required field"):
+        assert field is not None
+        return missing_param(param_name([*path, field[1]]))
+    if what.startswith("Object contains unknown field"):
+        assert field is not None
+        return unknown_param(param_name([*path, field[1]]))
+    if not path:
+        return InvalidRequestError("Invalid request: the parameters must be a hash (an object).")
+    value = _value_at(data, path)
+    if value == "":
+        return empty_param(name)
+    if what.startswith("Invalid enum value"):
+        return invalid_enum(name, _choices_at(into, path))
+    if what.startswith("Expected `str` of length <="):
+        limit = what.rsplit(" ", 1)[-1]
+        shown = str(value)[:20] + ("..." if len(str(value)) > 20 else "")
+        return InvalidRequestError(
+            f"Invalid string: {shown}; must be at most {limit} characters", param=name
+        )
+    if what.startswith("Expected `") and ", got `" in what:
+        expected, got = _QUOTED.findall(what)[:2]
+        kind = _KIND_NAMES.get(expected, expected)
+        if isinstance(value, dict | list):
+            return InvalidRequestError(
+                f"Invalid {kind}: {name} was given as a {_KIND_NAMES.get(got, got)}", param=name
+            )
+        return InvalidRequestError(f"Invalid {kind}: {_shown(value)}", param=name)
+    return InvalidRequestError(f"Invalid {name}: {what[0].lower()}{what[1:]}", param=name)
+
+
+def _parse_path(text: str) -> list[str | int]:
+    path: list[str | int] = []
+    for key, index in _PATH_PART.findall(text):
+        if key:
+            path.append(key)
+        elif index != "...":
+            path.append(int(index))
+    return path
+
+
+def _value_at(data: Any, path: list[str | int]) -> Any:
+    for part in path:
+        if isinstance(data, dict) and isinstance(part, str):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
+def _choices_at(into: type[Any], path: list[str | int]) -> tuple[str, ...]:
+    """The ``Literal`` values allowed at ``path`` in the struct type ``into``."""
+    info: Any = inspect.type_info(into)
+    for part in path:
+        info = _unwrap(info)
+        if isinstance(info, inspect.StructType) and isinstance(part, str):
+            info = next(f.type for f in info.fields if f.encode_name == part)
+        elif isinstance(info, inspect.ListType | inspect.DictType):
+            info = info.item_type if isinstance(info, inspect.ListType) else info.value_type
+    info = _unwrap(info)
+    if isinstance(info, inspect.LiteralType):
+        return tuple(str(v) for v in info.values)
+    return ()
+
+
+def _unwrap(info: Any) -> Any:
+    if isinstance(info, inspect.UnionType):
+        useful = [t for t in info.types if not isinstance(t, inspect.NoneType)]
+        if len(useful) == 1:
+            return useful[0]
+    return info
+
+
+def _shown(value: Any) -> str:
+    text = msgspec.json.encode(value).decode() if not isinstance(value, str) else value
+    return text if len(text) <= 40 else text[:40] + "..."

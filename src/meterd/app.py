@@ -1,0 +1,117 @@
+"""The ASGI application: routes, the headers every response carries, and envelope fallbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from meterd import ids
+from meterd.api import meters_v1
+from meterd.api.responses import error_response, version_of_path
+from meterd.config import Settings
+from meterd.errors import APIError, InvalidRequestError, StripeError
+from meterd.storage import Store, open_store
+
+log = logging.getLogger("meterd")
+
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+class StripeHeaders:
+    """Adds ``Request-Id`` to every response and echoes the caller's ``Stripe-Version``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        version = next((v for k, v in scope["headers"] if k == b"stripe-version"), None)
+        request_id = ids.request_id().encode()
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"request-id", request_id))
+                if version is not None:
+                    headers.append((b"stripe-version", version))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    path = request.url.path
+    error: StripeError
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        error = InvalidRequestError(
+            f"Method not allowed: {request.method} {path}. Allowed: {allowed}.",
+            status=405,
+            headers={"Allow": allowed},
+        )
+    elif exc.status_code == 404:
+        error = InvalidRequestError(
+            f"Unrecognized request URL ({request.method}: {path}). Please see "
+            "https://stripe.com/docs or the meterd README for the endpoints it implements.",
+            status=404,
+        )
+    else:
+        error = InvalidRequestError(str(exc.detail), status=exc.status_code)
+    return error_response(error, version_of_path(path))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    error = APIError("An unexpected error occurred in meterd; the request was not completed.")
+    return error_response(error, version_of_path(request.url.path))
+
+
+async def _prune_forever(store: Store) -> None:
+    while True:
+        await store.prune_idempotency_keys(int(time.time()))
+        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+
+def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
+    """The meterd app; it opens (and closes) the store itself unless one is given.
+
+    The header middleware wraps the whole Starlette app so that even a 500 answered by
+    Starlette's outermost error middleware carries a ``Request-Id``.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = store is None
+        opened = store if store is not None else await open_store(settings.database_url)
+        await opened.release_unfinished_idempotency_keys()
+        app.state.store = opened
+        pruner = asyncio.create_task(_prune_forever(opened))
+        try:
+            yield
+        finally:
+            pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruner
+            if owned:
+                await opened.close()
+
+    app = Starlette(
+        routes=[*meters_v1.routes],
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return StripeHeaders(app)

@@ -1,0 +1,170 @@
+"""The ``meterd`` command: run the server and manage API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Annotated, Literal
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from meterd import keys
+from meterd.app import create_app
+from meterd.config import (
+    DEFAULT_DATABASE_URL,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_PORT,
+    Settings,
+)
+from meterd.storage import Store, open_store
+from meterd.storage.open import UnsupportedDatabase
+
+app = typer.Typer(
+    help="meterd: a self-hosted usage-metering server that speaks Stripe's Billing Meters API.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+keys_app = typer.Typer(help="Create and list secret API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DatabaseOption = Annotated[
+    str,
+    typer.Option(
+        "--database",
+        envvar="METERD_DATABASE_URL",
+        help="Database URL, e.g. sqlite:///meterd.db (relative) or sqlite:////var/lib/m.db.",
+    ),
+]
+
+
+def _now() -> int:
+    return int(dt.datetime.now(dt.UTC).timestamp())
+
+
+async def _open(database: str) -> Store:
+    try:
+        return await open_store(database)
+    except UnsupportedDatabase as exc:
+        err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+async def _bootstrap(database: str) -> str | None:
+    """On an empty database: one account and a test key. Returns the new secret, if any."""
+    store = await _open(database)
+    try:
+        if await store.has_accounts():
+            return None
+        account = keys.new_account(_now())
+        key, secret = keys.new_api_key(account.id, livemode=False, now=_now())
+        await store.create_account(account, key)
+        return secret
+    finally:
+        await store.close()
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+    max_body_bytes: Annotated[
+        int, typer.Option(envvar="METERD_MAX_BODY_BYTES", help="Largest request body accepted.")
+    ] = DEFAULT_MAX_BODY_BYTES,
+) -> None:
+    """Run the API server.
+
+    On an empty database it creates an account and prints its test secret key once.
+    SIGTERM or Ctrl-C finishes in-flight requests, then closes the database.
+
+    [bold]Example[/bold]: meterd serve --port 8420 --database sqlite:///meterd.db
+    """
+    secret = asyncio.run(_bootstrap(database))
+    if secret is not None:
+        console.print("Created an account. Its test secret key, shown only this once:")
+        console.print(secret, soft_wrap=True, highlight=False)
+    settings = Settings(database_url=database, max_body_bytes=max_body_bytes)
+    console.print(f"meterd listening on http://{host}:{port} (database {database})")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+
+
+@keys_app.command("create")
+def keys_create(
+    mode: Annotated[
+        Literal["test", "live"], typer.Option(help="test (sk_test_...) or live (sk_live_...).")
+    ] = "test",
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Create a secret key for the account and print it (last line of output).
+
+    [bold]Example[/bold]: meterd keys create --mode live --database sqlite:///meterd.db
+    """
+
+    async def run() -> str:
+        store = await _open(database)
+        try:
+            account = await store.first_account()
+            if account is None:
+                account = keys.new_account(_now())
+                key, secret = keys.new_api_key(account.id, livemode=mode == "live", now=_now())
+                await store.create_account(account, key)
+            else:
+                key, secret = keys.new_api_key(account.id, livemode=mode == "live", now=_now())
+                await store.add_api_key(key)
+            return secret
+        finally:
+            await store.close()
+
+    secret = asyncio.run(run())
+    err_console.print(f"Created a {mode} secret key. It is shown only this once:")
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
+    """List keys by mode, creation time and last four characters (never the whole key).
+
+    [bold]Example[/bold]: meterd keys list --database sqlite:///meterd.db
+    """
+
+    async def run() -> list[keys.ApiKey]:
+        store = await _open(database)
+        try:
+            return await store.list_api_keys()
+        finally:
+            await store.close()
+
+    table = Table(title="API keys")
+    for column in ("id", "account", "mode", "created (UTC)", "key", "status"):
+        table.add_column(column)
+    for key in asyncio.run(run()):
+        created = dt.datetime.fromtimestamp(key.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        prefix = "sk_live_" if key.livemode else "sk_test_"
+        table.add_row(
+            key.id,
+            key.account_id,
+            "live" if key.livemode else "test",
+            created,
+            f"{prefix}...{key.last4}",
+            "revoked" if key.revoked_at else "active",
+        )
+    console.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,15 @@
+"""Settings, from the command line and ``METERD_*`` environment variables."""
+
+from __future__ import annotations
+
+import msgspec
+
+DEFAULT_DATABASE_URL = "sqlite:///meterd.db"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8420
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str = DEFAULT_DATABASE_URL
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

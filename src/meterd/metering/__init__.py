@@ -1,0 +1,1 @@
+"""The metering domain: meters, events, windows and aggregation. Pure Python, no I/O."""

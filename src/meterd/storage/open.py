@@ -1,0 +1,38 @@
+"""Pick the store for a database URL."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from meterd.storage.base import Store
+
+
+class UnsupportedDatabase(ValueError):
+    """The URL names a database this build of meterd cannot use."""
+
+
+def sqlite_path(url: str) -> str:
+    """``sqlite:///meterd.db`` -> ``meterd.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc:
+        raise UnsupportedDatabase(
+            f"not a SQLite URL: {url!r} (use sqlite:///relative.db or sqlite:////absolute.db)"
+        )
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    if not path:
+        raise UnsupportedDatabase(f"the SQLite URL {url!r} names no file")
+    return path
+
+
+async def open_store(url: str) -> Store:
+    """Open (and migrate) the store ``url`` names."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from meterd.storage.sqlite import SQLiteStore
+
+        return await SQLiteStore.open(sqlite_path(url))
+    if scheme in ("postgresql", "postgres"):
+        raise UnsupportedDatabase(
+            "the PostgreSQL backend is not built yet; use a sqlite:/// URL for now"
+        )
+    raise UnsupportedDatabase(f"unknown database URL scheme {scheme!r} in {url!r}")

@@ -1,0 +1,395 @@
+"""The embedded SQLite store: WAL, foreign keys, a busy timeout, one connection on one thread.
+
+SQLite allows one writer at a time, so every call runs on a single worker thread that owns the
+connection; the event loop never blocks on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from meterd.keys import Account, ApiKey
+from meterd.metering.meters import Meter, MeterStatus
+from meterd.scope import Scope
+from meterd.storage import migrations
+from meterd.storage.base import (
+    IDEMPOTENCY_TTL_SECONDS,
+    AlreadyExists,
+    CursorNotFound,
+    IdempotentResponse,
+    Page,
+    PageRequest,
+)
+
+T = TypeVar("T")
+
+_METER_COLUMNS = (
+    "id, account_id, livemode, display_name, event_name, formula, customer_key, value_key, "
+    "event_time_window, status, deactivated_at, created, updated"
+)
+_KEY_COLUMNS = "id, account_id, livemode, secret_hash, last4, created, revoked_at"
+
+
+class SQLiteStore:
+    """:class:`meterd.storage.base.Store` on a SQLite file (or ``:memory:``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterd-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str) -> SQLiteStore:
+        store = cls(path)
+        await store._run(store._connect)
+        return store
+
+    async def close(self) -> None:
+        await self._run(self._disconnect)
+        self._executor.shutdown(wait=True)
+
+    # connection and transactions -------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._conn = conn
+        self._migrate()
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.execute("PRAGMA optimize")
+            self._conn.close()
+            self._conn = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        assert conn is not None, "store is closed"
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied BIGINT NOT NULL)"
+            )
+            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+            for migration in migrations.load("sqlite"):
+                if migration.version in done:
+                    continue
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
+                    (migration.version, migration.name, int(time.time())),
+                )
+
+    def schema_version(self) -> int:
+        assert self._conn is not None
+        row = self._conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        return int(row[0] or 0)
+
+    # accounts and keys -----------------------------------------------------------------
+
+    async def create_account(self, account: Account, key: ApiKey) -> None:
+        def run() -> None:
+            with self._tx() as conn:
+                conn.execute(
+                    "INSERT INTO accounts (id, created) VALUES (?, ?)",
+                    (account.id, account.created),
+                )
+                _insert_key(conn, key)
+
+        await self._run(run)
+
+    async def has_accounts(self) -> bool:
+        return await self.first_account() is not None
+
+    async def first_account(self) -> Account | None:
+        def run() -> Account | None:
+            assert self._conn is not None
+            row = self._conn.execute(
+                "SELECT id, created FROM accounts ORDER BY created, id LIMIT 1"
+            ).fetchone()
+            return Account(id=row[0], created=row[1]) if row else None
+
+        return await self._run(run)
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        def run() -> None:
+            with self._tx() as conn:
+                _insert_key(conn, key)
+
+        await self._run(run)
+
+    async def find_api_key(self, secret_hash: str) -> ApiKey | None:
+        def run() -> ApiKey | None:
+            assert self._conn is not None
+            row = self._conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?", (secret_hash,)
+            ).fetchone()
+            return _key_from_row(row) if row else None
+
+        return await self._run(run)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        def run() -> list[ApiKey]:
+            assert self._conn is not None
+            rows = self._conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created, id"
+            ).fetchall()
+            return [_key_from_row(row) for row in rows]
+
+        return await self._run(run)
+
+    # meters ----------------------------------------------------------------------------
+
+    async def insert_meter(self, meter: Meter) -> None:
+        def run() -> None:
+            try:
+                with self._tx() as conn:
+                    conn.execute(
+                        f"INSERT INTO meters ({_METER_COLUMNS}) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        _meter_row(meter),
+                    )
+            except sqlite3.IntegrityError as exc:
+                if "event_name" in str(exc):
+                    raise AlreadyExists("event_name") from None
+                raise
+
+        await self._run(run)
+
+    async def get_meter(self, scope: Scope, meter_id: str) -> Meter | None:
+        def run() -> Meter | None:
+            assert self._conn is not None
+            row = self._conn.execute(
+                f"SELECT {_METER_COLUMNS} FROM meters "
+                "WHERE id = ? AND account_id = ? AND livemode = ?",
+                (meter_id, scope.account_id, scope.livemode),
+            ).fetchone()
+            return _meter_from_row(row) if row else None
+
+        return await self._run(run)
+
+    async def save_meter(self, meter: Meter) -> None:
+        def run() -> None:
+            with self._tx() as conn:
+                conn.execute(
+                    "UPDATE meters SET display_name = ?, status = ?, deactivated_at = ?, "
+                    "updated = ? WHERE id = ? AND account_id = ? AND livemode = ?",
+                    (
+                        meter.display_name,
+                        meter.status,
+                        meter.deactivated_at,
+                        meter.updated,
+                        meter.id,
+                        meter.account_id,
+                        meter.livemode,
+                    ),
+                )
+
+        await self._run(run)
+
+    async def list_meters(
+        self, scope: Scope, page: PageRequest, status: MeterStatus | None
+    ) -> Page[Meter]:
+        def run() -> Page[Meter]:
+            assert self._conn is not None
+            where = "account_id = ? AND livemode = ?"
+            args: list[Any] = [scope.account_id, scope.livemode]
+            if status is not None:
+                where += " AND status = ?"
+                args.append(status)
+            rows = _keyset_page(self._conn, "meters", _METER_COLUMNS, where, args, scope, page)
+            meters = [_meter_from_row(row) for row in rows]
+            has_more = len(meters) > page.limit
+            meters = meters[: page.limit]
+            if page.ending_before is not None:
+                meters.reverse()
+            return Page(items=meters, has_more=has_more)
+
+        return await self._run(run)
+
+    # idempotency -----------------------------------------------------------------------
+
+    async def claim_idempotency_key(
+        self, scope: Scope, key: str, fingerprint: str, now: int
+    ) -> IdempotentResponse | None:
+        def run() -> IdempotentResponse | None:
+            with self._tx() as conn:
+                ident = (scope.account_id, scope.livemode, key)
+                row = conn.execute(
+                    "SELECT fingerprint, created, status, body FROM idempotency_keys "
+                    "WHERE account_id = ? AND livemode = ? AND key = ?",
+                    ident,
+                ).fetchone()
+                if row is not None and row[1] > now - IDEMPOTENCY_TTL_SECONDS:
+                    return IdempotentResponse(
+                        fingerprint=row[0], created=row[1], status=row[2], body=row[3]
+                    )
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys "
+                    "(account_id, livemode, key, fingerprint, created) VALUES (?, ?, ?, ?, ?)",
+                    (*ident, fingerprint, now),
+                )
+                return None
+
+        return await self._run(run)
+
+    async def complete_idempotency_key(
+        self, scope: Scope, key: str, status: int, body: bytes
+    ) -> None:
+        def run() -> None:
+            with self._tx() as conn:
+                conn.execute(
+                    "UPDATE idempotency_keys SET status = ?, body = ? "
+                    "WHERE account_id = ? AND livemode = ? AND key = ?",
+                    (status, body, scope.account_id, scope.livemode, key),
+                )
+
+        await self._run(run)
+
+    async def release_idempotency_key(self, scope: Scope, key: str) -> None:
+        def run() -> None:
+            with self._tx() as conn:
+                conn.execute(
+                    "DELETE FROM idempotency_keys "
+                    "WHERE account_id = ? AND livemode = ? AND key = ? AND status IS NULL",
+                    (scope.account_id, scope.livemode, key),
+                )
+
+        await self._run(run)
+
+    async def prune_idempotency_keys(self, now: int) -> int:
+        def run() -> int:
+            with self._tx() as conn:
+                cursor = conn.execute(
+                    "DELETE FROM idempotency_keys WHERE created <= ?",
+                    (now - IDEMPOTENCY_TTL_SECONDS,),
+                )
+                return cursor.rowcount
+
+        return await self._run(run)
+
+    async def release_unfinished_idempotency_keys(self) -> int:
+        """On start: requests that were in flight when the last process died never answered."""
+
+        def run() -> int:
+            with self._tx() as conn:
+                return conn.execute("DELETE FROM idempotency_keys WHERE status IS NULL").rowcount
+
+        return await self._run(run)
+
+
+def _keyset_page(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: str,
+    where: str,
+    args: list[Any],
+    scope: Scope,
+    page: PageRequest,
+) -> list[Any]:
+    """One page newest first by ``seq``, with one extra row to tell ``has_more``."""
+    order = "DESC"
+    for param, cursor_id, op in (
+        ("starting_after", page.starting_after, "<"),
+        ("ending_before", page.ending_before, ">"),
+    ):
+        if cursor_id is None:
+            continue
+        row = conn.execute(
+            f"SELECT seq FROM {table} WHERE id = ? AND account_id = ? AND livemode = ?",
+            (cursor_id, scope.account_id, scope.livemode),
+        ).fetchone()
+        if row is None:
+            raise CursorNotFound(param, cursor_id)
+        where += f" AND seq {op} ?"
+        args.append(row[0])
+        if op == ">":
+            order = "ASC"
+    sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY seq {order} LIMIT ?"
+    return conn.execute(sql, [*args, page.limit + 1]).fetchall()
+
+
+def _insert_key(conn: sqlite3.Connection, key: ApiKey) -> None:
+    conn.execute(
+        f"INSERT INTO api_keys ({_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            key.id,
+            key.account_id,
+            key.livemode,
+            key.secret_hash,
+            key.last4,
+            key.created,
+            key.revoked_at,
+        ),
+    )
+
+
+def _key_from_row(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        account_id=row[1],
+        livemode=bool(row[2]),
+        secret_hash=row[3],
+        last4=row[4],
+        created=row[5],
+        revoked_at=row[6],
+    )
+
+
+def _meter_row(meter: Meter) -> tuple[Any, ...]:
+    return (
+        meter.id,
+        meter.account_id,
+        meter.livemode,
+        meter.display_name,
+        meter.event_name,
+        meter.formula,
+        meter.customer_key,
+        meter.value_key,
+        meter.event_time_window,
+        meter.status,
+        meter.deactivated_at,
+        meter.created,
+        meter.updated,
+    )
+
+
+def _meter_from_row(row: Any) -> Meter:
+    return Meter(
+        id=row[0],
+        account_id=row[1],
+        livemode=bool(row[2]),
+        display_name=row[3],
+        event_name=row[4],
+        formula=row[5],
+        customer_key=row[6],
+        value_key=row[7],
+        event_time_window=row[8],
+        status=row[9],
+        deactivated_at=row[10],
+        created=row[11],
+        updated=row[12],
+    )
