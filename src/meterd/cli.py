@@ -109,8 +109,14 @@ def keys_create(
         Literal["test", "live"], typer.Option(help="test (sk_test_...) or live (sk_live_...).")
     ] = "test",
     database: DatabaseOption = DEFAULT_DATABASE_URL,
+    new_account: Annotated[
+        bool, typer.Option("--new-account", help="Create a new account for this key.")
+    ] = False,
 ) -> None:
-    """Create a secret key for the account and print it (last line of output).
+    """Create a secret key and print it (last line of output).
+
+    The key belongs to the first account, or with --new-account to a new one (each account
+    sees only its own objects, and test and live keys see separate data).
 
     [bold]Example[/bold]: meterd keys create --mode live --database sqlite:///meterd.db
     """
@@ -118,7 +124,7 @@ def keys_create(
     async def run() -> str:
         store = await _open(database)
         try:
-            account = await store.first_account()
+            account = None if new_account else await store.first_account()
             if account is None:
                 account = keys.new_account(_now())
                 key, secret = keys.new_api_key(account.id, livemode=mode == "live", now=_now())

@@ -53,8 +53,8 @@ def split_key(key: str) -> list[str]:
 
 def decode_form(raw: bytes | str) -> dict[str, Any]:
     """Decode a form body or query string into Stripe's nested params."""
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         pairs = parse_qsl(
             text,
             keep_blank_values=True,

@@ -1,0 +1,125 @@
+"""Fixtures shared by every test: a real ``meterd serve`` process and SDK clients for it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import stripe
+
+
+@dataclass
+class RunningServer:
+    base_url: str
+    secret_key: str
+    database_url: str
+    process: subprocess.Popen[str]
+
+    def client(self, key: str | None = None) -> stripe.StripeClient:
+        return sdk_client(self.base_url, key or self.secret_key)
+
+    def meterd(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run a ``meterd`` command against this server's database."""
+        return run_meterd(*args, "--database", self.database_url)
+
+
+def sdk_client(base_url: str, key: str) -> stripe.StripeClient:
+    return stripe.StripeClient(
+        key,
+        base_addresses={"api": base_url, "meter_events": base_url},
+        max_network_retries=0,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_meterd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meterd", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+
+def start_server(database_url: str, *extra: str) -> RunningServer:
+    """Start ``meterd serve`` on a free port; wait until it answers; read the printed key."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meterd", "serve", "--port", str(port), "--database", database_url]
+        + [*extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert process.stdout is not None
+    secret = ""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        if line.startswith("sk_test_"):
+            secret = line.strip()
+        if "listening on" in line:
+            break
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(f"meterd serve exited with {process.returncode}") from None
+            time.sleep(0.05)
+    else:
+        process.kill()
+        raise RuntimeError("meterd serve did not start listening in 30 s")
+    return RunningServer(f"http://127.0.0.1:{port}", secret, database_url, process)
+
+
+def stop_server(server: RunningServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real server for the session; tests isolate themselves with their own accounts."""
+    path: Path = tmp_path_factory.mktemp("meterd") / "meterd.db"
+    running = start_server(f"sqlite:///{path}")
+    assert running.secret_key, "meterd serve did not print a test key on an empty database"
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture
+def account_key(server: RunningServer) -> str:
+    """A test key of a brand-new account, so every test starts with no meters."""
+    return new_account_key(server, "test")
+
+
+def new_account_key(server: RunningServer, mode: str) -> str:
+    result = server.meterd("keys", "create", "--mode", mode, "--new-account")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def client(server: RunningServer, account_key: str) -> stripe.StripeClient:
+    return server.client(account_key)
