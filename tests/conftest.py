@@ -57,9 +57,9 @@ def run_meterd(*args: str) -> subprocess.CompletedProcess[str]:
 def start_server(database_url: str, *extra: str) -> RunningServer:
     """Start ``meterd serve`` on a free port; wait until it answers; read the printed key."""
     port = free_port()
+    command = [sys.executable, "-m", "meterd", "serve", "--port", str(port)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "meterd", "serve", "--port", str(port), "--database", database_url]
-        + [*extra],
+        [*command, "--database", database_url, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
