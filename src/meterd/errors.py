@@ -142,7 +142,10 @@ def empty_param(param: str) -> InvalidRequestError:
 
 
 def invalid_enum(param: str, choices: tuple[str, ...]) -> InvalidRequestError:
-    listed = ", ".join(choices[:-1]) + f", or {choices[-1]}" if len(choices) > 1 else choices[0]
+    if len(choices) > 2:
+        listed = ", ".join(choices[:-1]) + f", or {choices[-1]}"
+    else:
+        listed = " or ".join(choices)
     return InvalidRequestError(f"Invalid {param}: must be one of {listed}", param=param)
 
 

@@ -78,7 +78,8 @@ def decode_form(raw: bytes | str) -> dict[str, Any]:
                 param=parts[0],
             )
         _assign(root, parts, value)
-    return _lists_from_index_maps(root, [])  # type: ignore[return-value]
+    # The top level is always a hash, even when every name is a number (``0=x``).
+    return {key: _lists_from_index_maps(value, [key]) for key, value in root.items()}
 
 
 class _Appended(dict[str, Any]):
@@ -96,7 +97,12 @@ def _assign(node: dict[str, Any], parts: list[str], value: str) -> None:
             if not last and parts[depth + 1] != "":
                 # ``a[][k]=v``: each new key starts a new element unless the open one lacks it.
                 open_index = len(node) - 1
-                if open_index >= 0 and parts[depth + 1] not in node[str(open_index)]:
+                open_element = node.get(str(open_index))
+                if (
+                    isinstance(open_element, dict)
+                    and not isinstance(open_element, _Appended)
+                    and parts[depth + 1] not in open_element
+                ):
                     part = str(open_index)
         path.append(part)
         if last:
@@ -120,10 +126,21 @@ def _lists_from_index_maps(value: Any, path: list[str | int]) -> FormValue:
     if not isinstance(value, dict):
         return value  # type: ignore[no-any-return]
     converted = {k: _lists_from_index_maps(v, [*path, k]) for k, v in value.items()}
-    if isinstance(value, _Appended) or (converted and all(k.isdigit() for k in converted)):
-        indexes = sorted(converted, key=int)
+    if isinstance(value, _Appended) or (converted and all(_is_index(k) for k in converted)):
+        indexes = sorted(converted, key=_index_order)
         return [converted[i] for i in indexes]
     return converted
+
+
+def _is_index(key: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts ``"²"`` and other scripts' digits."""
+    return key.isascii() and key.isdigit()
+
+
+def _index_order(key: str) -> tuple[int, str]:
+    """Numeric order without ``int()``, which refuses strings of more than 4300 digits."""
+    digits = key.lstrip("0")
+    return len(digits), digits
 
 
 def _bad_name(key: str) -> InvalidRequestError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -132,22 +133,21 @@ async def list_meters(call: ApiCall) -> dict[str, Any]:
     return list_object(page, "/v1/billing/meters", meter_object)
 
 
-async def deactivate_meter(call: ApiCall) -> dict[str, Any]:
+async def _transition(call: ApiCall, change: Callable[[Meter, int], Meter]) -> dict[str, Any]:
     call.parse(_Params)
     meter = await _existing(call)
-    changed = meters.deactivated(meter, call.now)
+    changed = change(meter, call.now)
     if changed is not meter:
         await call.store.save_meter(changed)
     return meter_object(changed)
+
+
+async def deactivate_meter(call: ApiCall) -> dict[str, Any]:
+    return await _transition(call, meters.deactivated)
 
 
 async def reactivate_meter(call: ApiCall) -> dict[str, Any]:
-    call.parse(_Params)
-    meter = await _existing(call)
-    changed = meters.reactivated(meter, call.now)
-    if changed is not meter:
-        await call.store.save_meter(changed)
-    return meter_object(changed)
+    return await _transition(call, meters.reactivated)
 
 
 routes: list[BaseRoute] = [

@@ -65,8 +65,8 @@ def _translate(message: str, data: Any, into: type[Any]) -> InvalidRequestError:
     value = _value_at(data, path)
     if value == "":
         return empty_param(name)
-    if what.startswith("Invalid enum value"):
-        return invalid_enum(name, _choices_at(into, path))
+    if what.startswith("Invalid enum value") and (choices := _choices_at(into, path)):
+        return invalid_enum(name, choices)
     if what.startswith("Expected `str` of length <="):
         limit = what.rsplit(" ", 1)[-1]
         shown = str(value)[:20] + ("..." if len(str(value)) > 20 else "")
@@ -115,9 +115,14 @@ def _choices_at(into: type[Any], path: list[str | int]) -> tuple[str, ...]:
         elif isinstance(info, inspect.ListType | inspect.DictType):
             info = info.item_type if isinstance(info, inspect.ListType) else info.value_type
     info = _unwrap(info)
-    if isinstance(info, inspect.LiteralType):
-        return tuple(str(v) for v in info.values)
-    return ()
+    members = info.types if isinstance(info, inspect.UnionType) else (info,)
+    choices: list[str] = []
+    for member in members:
+        if isinstance(member, inspect.LiteralType):
+            choices.extend(str(v) for v in member.values)
+        elif isinstance(member, inspect.EnumType):
+            choices.extend(str(m.value) for m in member.cls)
+    return tuple(choices)
 
 
 def _unwrap(info: Any) -> Any:
