@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import signal
+from types import FrameType
 from typing import Annotated, Literal
 
 import typer
@@ -24,11 +26,15 @@ from meterd.storage import Store, open_store
 from meterd.storage.open import UnsupportedDatabase
 
 app = typer.Typer(
-    help="meterd: a self-hosted usage-metering server that speaks Stripe's Billing Meters API.",
+    help="meterd: a self-hosted usage-metering server that speaks Stripe's Billing Meters API."
+    "\n\n[bold]Example[/bold]: meterd serve (then point the Stripe SDK at http://127.0.0.1:8420)",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-keys_app = typer.Typer(help="Create and list secret API keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Create and list secret API keys.\n\n[bold]Example[/bold]: meterd keys create --mode test",
+    no_args_is_help=True,
+)
 app.add_typer(keys_app, name="keys")
 
 console = Console()
@@ -54,6 +60,15 @@ async def _open(database: str) -> Store:
     except UnsupportedDatabase as exc:
         err_console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM means "stop": exit 0, not "killed by a signal".
+
+    uvicorn handles SIGTERM itself while it serves (it drains requests and runs the shutdown),
+    then restores this handler and raises the signal again, which lands here.
+    """
+    raise SystemExit(0)
 
 
 async def _bootstrap(database: str) -> str | None:
@@ -86,6 +101,7 @@ def serve(
 
     [bold]Example[/bold]: meterd serve --port 8420 --database sqlite:///meterd.db
     """
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     secret = asyncio.run(_bootstrap(database))
     if secret is not None:
         console.print("Created an account. Its test secret key, shown only this once:")
@@ -157,7 +173,8 @@ def keys_list(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
 
     table = Table(title="API keys")
     for column in ("id", "account", "mode", "created (UTC)", "key", "status"):
-        table.add_column(column)
+        # Narrow terminals fold cells rather than cut them: ids and last four stay whole.
+        table.add_column(column, overflow="fold", no_wrap=column == "key")
     for key in asyncio.run(run()):
         created = dt.datetime.fromtimestamp(key.created, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         prefix = "sk_live_" if key.livemode else "sk_test_"
@@ -169,7 +186,9 @@ def keys_list(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
             f"{prefix}...{key.last4}",
             "revoked" if key.revoked_at else "active",
         )
-    console.print(table)
+    # Piped or redirected output has no width to fit (rich would assume 80 columns).
+    out = console if console.is_terminal else Console(width=1000)
+    out.print(table)
 
 
 def main() -> None:

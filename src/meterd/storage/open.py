@@ -35,4 +35,6 @@ async def open_store(url: str) -> Store:
         raise UnsupportedDatabase(
             "the PostgreSQL backend is not built yet; use a sqlite:/// URL for now"
         )
-    raise UnsupportedDatabase(f"unknown database URL scheme {scheme!r} in {url!r}")
+    raise UnsupportedDatabase(
+        f"unknown database URL scheme {scheme!r}: meterd takes sqlite:/// URLs"
+    )

@@ -1,0 +1,624 @@
+"""The SQLite store on a real file: migrations, keys, meters, keyset pages, idempotency records."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+import pytest
+
+from meterd import keys
+from meterd.keys import Account, ApiKey
+from meterd.metering.meters import Meter, MeterStatus, new_meter
+from meterd.scope import Scope
+from meterd.storage import migrations
+from meterd.storage.base import (
+    IDEMPOTENCY_TTL_SECONDS,
+    AlreadyExists,
+    CursorNotFound,
+    Page,
+    PageRequest,
+)
+from meterd.storage.open import UnsupportedDatabase, open_store, sqlite_path
+from meterd.storage.sqlite import SQLiteStore
+
+T = TypeVar("T")
+
+NOW = 1_700_000_000
+TTL = IDEMPOTENCY_TTL_SECONDS
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "meterd.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[SQLiteStore]:
+    opened = run(SQLiteStore.open(str(db)))
+    yield opened
+    run(opened.close())
+
+
+def make_account(store: SQLiteStore, livemode: bool = False) -> tuple[Account, ApiKey, str]:
+    account = keys.new_account(NOW)
+    key, secret = keys.new_api_key(account.id, livemode=livemode, now=NOW)
+    run(store.create_account(account, key))
+    return account, key, secret
+
+
+@pytest.fixture
+def scope(store: SQLiteStore) -> Scope:
+    account, _, _ = make_account(store)
+    return Scope(account.id, livemode=False)
+
+
+def meter(scope: Scope, event_name: str, now: int = NOW, **fields: Any) -> Meter:
+    return new_meter(
+        scope,
+        display_name=fields.pop("display_name", f"Meter {event_name}"),
+        event_name=event_name,
+        formula=fields.pop("formula", "sum"),
+        customer_key=fields.pop("customer_key", None),
+        value_key=fields.pop("value_key", None),
+        event_time_window=fields.pop("event_time_window", None),
+        now=now,
+    )
+
+
+def cursor(param: str, object_id: str) -> PageRequest:
+    if param == "starting_after":
+        return PageRequest(starting_after=object_id)
+    return PageRequest(ending_before=object_id)
+
+
+def ids(page: Page[Meter]) -> list[str]:
+    return [m.id for m in page.items]
+
+
+# migrations and connection settings ---------------------------------------------------------
+
+
+def test_open_applies_migrations_and_records_them(store: SQLiteStore, db: Path) -> None:
+    latest = max(m.version for m in migrations.load("sqlite"))
+    assert store.schema_version() == latest
+    with sqlite3.connect(db) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        recorded = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
+    assert {"accounts", "api_keys", "meters", "idempotency_keys"} <= tables
+    assert recorded == [(m.version, m.name) for m in migrations.load("sqlite")]
+    assert (1, "initial") in recorded
+
+
+def test_reopening_does_not_reapply_migrations(db: Path) -> None:
+    first = run(SQLiteStore.open(str(db)))
+    version = first.schema_version()
+    run(first.close())
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT * FROM schema_migrations").fetchall()
+
+    second = run(SQLiteStore.open(str(db)))  # would fail on "table already exists" if re-applied
+    try:
+        assert second.schema_version() == version
+    finally:
+        run(second.close())
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT * FROM schema_migrations").fetchall() == before
+
+
+def test_reopening_applies_only_new_migrations(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run(run(SQLiteStore.open(str(db))).close())
+    existing = migrations.load("sqlite")
+    extra = migrations.Migration(
+        existing[-1].version + 1, "extra", ["CREATE TABLE extra (x INTEGER)"]
+    )
+    monkeypatch.setattr(migrations, "load", lambda dialect: [*existing, extra])
+
+    store = run(SQLiteStore.open(str(db)))
+    try:
+        assert store.schema_version() == extra.version
+    finally:
+        run(store.close())
+    with sqlite3.connect(db) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+        assert versions == [m.version for m in [*existing, extra]]
+        assert conn.execute("SELECT count(*) FROM extra").fetchone() == (0,)
+
+
+def test_wal_and_foreign_keys(store: SQLiteStore, db: Path) -> None:
+    conn = store._conn
+    assert conn is not None
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    with sqlite3.connect(db) as other:  # WAL is a property of the file, not the connection
+        assert other.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+
+    orphan = meter(Scope("acct_doesnotexist", livemode=False), "orphan")
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        run(store.insert_meter(orphan))
+
+
+# accounts and keys ------------------------------------------------------------------------
+
+
+def test_create_account_and_find_key_by_hash(store: SQLiteStore) -> None:
+    assert run(store.has_accounts()) is False
+    assert run(store.first_account()) is None
+
+    account, key, secret = make_account(store)
+
+    assert run(store.has_accounts()) is True
+    assert run(store.first_account()) == account
+    found = run(store.find_api_key(keys.hash_secret(secret)))
+    assert found == key
+    assert found is not None and found.livemode is False and found.revoked_at is None
+    assert run(store.find_api_key(keys.hash_secret(secret + "x"))) is None
+    assert run(store.find_api_key(secret)) is None  # only the hash is a lookup key
+
+
+def test_first_account_is_the_oldest(store: SQLiteStore) -> None:
+    older = keys.new_account(NOW - 100)
+    newer = keys.new_account(NOW)
+    for account in (newer, older):
+        key, _ = keys.new_api_key(account.id, livemode=False, now=account.created)
+        run(store.create_account(account, key))
+    assert run(store.first_account()) == older
+
+
+def test_revoked_keys_are_still_found_with_revoked_at(store: SQLiteStore) -> None:
+    account, _, _ = make_account(store)
+    key, secret = keys.new_api_key(account.id, livemode=True, now=NOW + 1)
+    key.revoked_at = NOW + 50
+    run(store.add_api_key(key))
+
+    found = run(store.find_api_key(keys.hash_secret(secret)))
+    assert found is not None
+    assert found.revoked_at == NOW + 50
+    assert found.livemode is True
+    assert found == key
+
+
+def test_list_api_keys(store: SQLiteStore) -> None:
+    assert run(store.list_api_keys()) == []
+    account, first, _ = make_account(store)
+    live, _ = keys.new_api_key(account.id, livemode=True, now=NOW + 1)
+    run(store.add_api_key(live))
+    other_account, other, _ = make_account(store)
+
+    listed = run(store.list_api_keys())
+    assert sorted(k.id for k in listed) == sorted([first.id, live.id, other.id])
+    assert [k.created for k in listed] == sorted(k.created for k in listed)
+    by_id = {k.id: k for k in listed}
+    assert by_id[live.id] == live and by_id[live.id].livemode is True
+    assert by_id[other.id].account_id == other_account.id
+
+
+def test_a_secret_hash_is_unique(store: SQLiteStore) -> None:
+    _, key, _ = make_account(store)
+    clone = msgspec.structs.replace(key, id="key_clone")
+    with pytest.raises(sqlite3.IntegrityError):
+        run(store.add_api_key(clone))
+
+
+# meters -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("livemode", [False, True])
+def test_meter_round_trip(store: SQLiteStore, livemode: bool) -> None:
+    account, _, _ = make_account(store)
+    scope = Scope(account.id, livemode)
+    original = Meter(
+        id="mtr_" + ("" if livemode else "test_") + "roundtrip",
+        account_id=account.id,
+        livemode=livemode,
+        display_name="API calls ✓ «quoted»",
+        event_name="api_call",
+        formula="last",
+        customer_key="customer",
+        value_key="amount",
+        event_time_window="hour",
+        status="inactive",
+        deactivated_at=NOW + 5,
+        created=NOW,
+        updated=NOW + 5,
+    )
+    run(store.insert_meter(original))
+
+    loaded = run(store.get_meter(scope, original.id))
+    assert loaded == original
+    assert loaded is not None and loaded.livemode is livemode
+
+    defaults = meter(scope, "defaults")
+    run(store.insert_meter(defaults))
+    loaded = run(store.get_meter(scope, defaults.id))
+    assert loaded == defaults
+    assert loaded is not None
+    assert loaded.event_time_window is None and loaded.deactivated_at is None
+    assert loaded.status == "active"
+
+
+def test_get_meter_is_scoped_to_account_and_mode(store: SQLiteStore, scope: Scope) -> None:
+    other_account, _, _ = make_account(store)
+    created = meter(scope, "scoped")
+    run(store.insert_meter(created))
+
+    assert run(store.get_meter(scope, created.id)) == created
+    assert run(store.get_meter(Scope(scope.account_id, livemode=True), created.id)) is None
+    assert run(store.get_meter(Scope(other_account.id, livemode=False), created.id)) is None
+    assert run(store.get_meter(scope, "mtr_test_missing")) is None
+
+
+def test_event_name_is_unique_per_account_and_mode(store: SQLiteStore, scope: Scope) -> None:
+    run(store.insert_meter(meter(scope, "api_call")))
+
+    with pytest.raises(AlreadyExists) as raised:
+        run(store.insert_meter(meter(scope, "api_call")))
+    assert raised.value.field == "event_name"
+
+    live = Scope(scope.account_id, livemode=True)
+    other_account, _, _ = make_account(store)
+    other = Scope(other_account.id, livemode=False)
+    run(store.insert_meter(meter(live, "api_call")))
+    run(store.insert_meter(meter(other, "api_call")))
+    for each in (scope, live, other):
+        page = run(store.list_meters(each, PageRequest(), None))
+        assert [m.event_name for m in page.items] == ["api_call"]
+
+
+def test_a_failed_insert_leaves_nothing_behind(store: SQLiteStore, scope: Scope) -> None:
+    run(store.insert_meter(meter(scope, "api_call")))
+    clash = meter(scope, "api_call")
+    with pytest.raises(AlreadyExists):
+        run(store.insert_meter(clash))
+    assert run(store.get_meter(scope, clash.id)) is None
+    run(store.insert_meter(meter(scope, "next")))  # the transaction was rolled back cleanly
+
+
+def test_concurrent_inserts_of_one_event_name(store: SQLiteStore, scope: Scope) -> None:
+    async def race() -> list[BaseException | None]:
+        attempts = [store.insert_meter(meter(scope, "race")) for _ in range(10)]
+        return await asyncio.gather(*attempts, return_exceptions=True)
+
+    outcomes = run(race())
+    assert outcomes.count(None) == 1
+    assert all(isinstance(o, AlreadyExists) for o in outcomes if o is not None)
+
+
+def test_save_meter(store: SQLiteStore, scope: Scope) -> None:
+    created = meter(scope, "saved")
+    run(store.insert_meter(created))
+
+    changed = msgspec.structs.replace(
+        created,
+        display_name="Renamed",
+        status="inactive",
+        deactivated_at=NOW + 10,
+        updated=NOW + 10,
+    )
+    run(store.save_meter(changed))
+    assert run(store.get_meter(scope, created.id)) == changed
+
+    reactivated = msgspec.structs.replace(
+        changed, status="active", deactivated_at=None, updated=NOW + 20
+    )
+    run(store.save_meter(reactivated))
+    assert run(store.get_meter(scope, created.id)) == reactivated
+
+
+# listing and cursors ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def many(store: SQLiteStore, scope: Scope) -> list[Meter]:
+    """25 meters in ``scope``, newest first, with neighbours in other scopes."""
+    created = []
+    for i in range(25):
+        m = meter(scope, f"event_{i:02d}", now=NOW + i)
+        run(store.insert_meter(m))
+        created.append(m)
+        if i % 5 == 0:  # interleave meters other scopes own
+            other_account, _, _ = make_account(store)
+            run(store.insert_meter(meter(Scope(other_account.id, False), f"event_{i:02d}")))
+            run(store.insert_meter(meter(Scope(scope.account_id, True), f"event_{i:02d}")))
+    return created[::-1]
+
+
+def test_list_meters_newest_first_with_limit_and_has_more(
+    store: SQLiteStore, scope: Scope, many: list[Meter]
+) -> None:
+    everything = [m.id for m in many]
+    default = run(store.list_meters(scope, PageRequest(), None))
+    assert ids(default) == everything[:10] and default.has_more is True
+
+    for limit, has_more in [(1, True), (24, True), (25, False), (26, False), (100, False)]:
+        page = run(store.list_meters(scope, PageRequest(limit=limit), None))
+        assert ids(page) == everything[:limit]
+        assert page.has_more is has_more, limit
+    assert run(store.list_meters(scope, PageRequest(), None)).items[0] == many[0]
+
+
+def test_an_empty_scope_lists_nothing(store: SQLiteStore, scope: Scope) -> None:
+    page = run(store.list_meters(scope, PageRequest(), None))
+    assert page.items == [] and page.has_more is False
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 10, 25, 100])
+def test_walking_forward_with_starting_after(
+    store: SQLiteStore, scope: Scope, many: list[Meter], limit: int
+) -> None:
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(30):
+        page = run(store.list_meters(scope, PageRequest(limit=limit, starting_after=cursor), None))
+        seen.extend(ids(page))
+        if not page.has_more:
+            break
+        cursor = page.items[-1].id
+    assert seen == [m.id for m in many]
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 10, 25, 100])
+def test_walking_backward_with_ending_before(
+    store: SQLiteStore, scope: Scope, many: list[Meter], limit: int
+) -> None:
+    oldest = many[-1].id
+    seen: list[str] = []
+    cursor = oldest
+    for _ in range(30):
+        page = run(store.list_meters(scope, PageRequest(limit=limit, ending_before=cursor), None))
+        seen[:0] = ids(page)  # each page is newest first and comes before what we have
+        if not page.has_more:
+            break
+        cursor = page.items[0].id
+    assert seen == [m.id for m in many[:-1]]
+
+
+def test_cursor_pages_are_the_neighbours_of_the_cursor(
+    store: SQLiteStore, scope: Scope, many: list[Meter]
+) -> None:
+    everything = [m.id for m in many]
+    after = run(store.list_meters(scope, PageRequest(limit=3, starting_after=everything[10]), None))
+    assert ids(after) == everything[11:14] and after.has_more is True
+    before = run(store.list_meters(scope, PageRequest(limit=3, ending_before=everything[10]), None))
+    assert ids(before) == everything[7:10] and before.has_more is True
+    first = run(store.list_meters(scope, PageRequest(limit=3, ending_before=everything[2]), None))
+    assert ids(first) == everything[0:2] and first.has_more is False
+    last = run(store.list_meters(scope, PageRequest(limit=3, starting_after=everything[-1]), None))
+    assert last.items == [] and last.has_more is False
+
+
+@pytest.mark.parametrize("status", ["active", "inactive"])
+def test_list_meters_status_filter(
+    store: SQLiteStore, scope: Scope, many: list[Meter], status: MeterStatus
+) -> None:
+    inactive = {m.id for m in many[::3]}
+    for m in many:
+        if m.id in inactive:
+            run(store.save_meter(msgspec.structs.replace(m, status="inactive")))
+    wanted = [m.id for m in many if (m.id in inactive) == (status == "inactive")]
+
+    page = run(store.list_meters(scope, PageRequest(limit=100), status))
+    assert ids(page) == wanted and page.has_more is False
+    assert {m.status for m in page.items} == {status}
+
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page = run(store.list_meters(scope, PageRequest(limit=4, starting_after=cursor), status))
+        seen.extend(ids(page))
+        if not page.has_more:
+            break
+        cursor = page.items[-1].id
+    assert seen == wanted
+
+
+@pytest.mark.parametrize("param", ["starting_after", "ending_before"])
+def test_unknown_cursor(store: SQLiteStore, scope: Scope, many: list[Meter], param: str) -> None:
+    with pytest.raises(CursorNotFound) as raised:
+        run(store.list_meters(scope, cursor(param, "mtr_test_nope"), None))
+    assert (raised.value.param, raised.value.object_id) == (param, "mtr_test_nope")
+
+
+@pytest.mark.parametrize("param", ["starting_after", "ending_before"])
+@pytest.mark.parametrize("other", ["account", "mode"])
+def test_a_cursor_of_another_scope_is_not_found(
+    store: SQLiteStore, scope: Scope, many: list[Meter], param: str, other: str
+) -> None:
+    if other == "account":
+        account, _, _ = make_account(store)
+        foreign_scope = Scope(account.id, livemode=False)
+    else:
+        foreign_scope = Scope(scope.account_id, livemode=True)
+    foreign = meter(foreign_scope, "foreign")
+    run(store.insert_meter(foreign))
+
+    with pytest.raises(CursorNotFound) as raised:
+        run(store.list_meters(scope, cursor(param, foreign.id), None))
+    assert (raised.value.param, raised.value.object_id) == (param, foreign.id)
+    with pytest.raises(CursorNotFound):
+        run(store.list_meters(foreign_scope, cursor(param, many[0].id), None))
+
+
+# idempotency ------------------------------------------------------------------------------
+
+
+def test_claim_complete_and_replay(store: SQLiteStore, scope: Scope) -> None:
+    assert run(store.claim_idempotency_key(scope, "k1", "fp-a", NOW)) is None
+
+    in_progress = run(store.claim_idempotency_key(scope, "k1", "fp-b", NOW + 1))
+    assert in_progress is not None
+    assert (in_progress.fingerprint, in_progress.created) == ("fp-a", NOW)
+    assert (in_progress.status, in_progress.body) == (None, None)
+
+    body = b'{"id": "mtr_test_x"}\xff\x00'
+    run(store.complete_idempotency_key(scope, "k1", 200, body))
+    done = run(store.claim_idempotency_key(scope, "k1", "fp-c", NOW + 2))
+    assert done is not None
+    assert (done.fingerprint, done.created, done.status, done.body) == ("fp-a", NOW, 200, body)
+
+
+def test_idempotency_keys_are_scoped(store: SQLiteStore, scope: Scope) -> None:
+    other_account, _, _ = make_account(store)
+    assert run(store.claim_idempotency_key(scope, "k", "fp", NOW)) is None
+    assert run(store.claim_idempotency_key(Scope(scope.account_id, True), "k", "fp", NOW)) is None
+    assert run(store.claim_idempotency_key(Scope(other_account.id, False), "k", "fp", NOW)) is None
+    assert run(store.claim_idempotency_key(scope, "k", "fp", NOW)) is not None
+
+
+def test_release_deletes_only_unfinished_claims(store: SQLiteStore, scope: Scope) -> None:
+    run(store.claim_idempotency_key(scope, "open", "fp", NOW))
+    run(store.claim_idempotency_key(scope, "done", "fp", NOW))
+    run(store.complete_idempotency_key(scope, "done", 400, b"error"))
+
+    run(store.release_idempotency_key(scope, "open"))
+    run(store.release_idempotency_key(scope, "done"))
+    run(store.release_idempotency_key(scope, "never-claimed"))
+
+    assert run(store.claim_idempotency_key(scope, "open", "fp2", NOW + 1)) is None
+    done = run(store.claim_idempotency_key(scope, "done", "fp2", NOW + 1))
+    assert done is not None and (done.status, done.body) == (400, b"error")
+
+
+@pytest.mark.parametrize("completed", [False, True])
+def test_a_record_older_than_the_ttl_is_absent(
+    store: SQLiteStore, scope: Scope, completed: bool
+) -> None:
+    assert run(store.claim_idempotency_key(scope, "k", "old", NOW)) is None
+    if completed:
+        run(store.complete_idempotency_key(scope, "k", 200, b"old body"))
+
+    still = run(store.claim_idempotency_key(scope, "k", "new", NOW + TTL - 1))
+    assert still is not None and still.fingerprint == "old"
+
+    assert run(store.claim_idempotency_key(scope, "k", "new", NOW + TTL)) is None
+    replaced = run(store.claim_idempotency_key(scope, "k", "newer", NOW + TTL + 1))
+    assert replaced is not None
+    assert (replaced.fingerprint, replaced.created) == ("new", NOW + TTL)
+    assert (replaced.status, replaced.body) == (None, None)
+
+
+def test_prune_deletes_only_expired_rows(store: SQLiteStore, scope: Scope) -> None:
+    ages = {"ancient": 10 * TTL, "expired": TTL + 5, "boundary": TTL, "young": TTL - 5, "new": 0}
+    for key, age in ages.items():
+        run(store.claim_idempotency_key(scope, key, "fp", NOW - age))
+    run(store.complete_idempotency_key(scope, "expired", 200, b"{}"))
+    run(store.complete_idempotency_key(scope, "young", 200, b"{}"))
+
+    assert run(store.prune_idempotency_keys(NOW)) == 3
+    assert run(store.prune_idempotency_keys(NOW)) == 0
+    for key in ("young", "new"):
+        kept = run(store.claim_idempotency_key(scope, key, "other", NOW))
+        assert kept is not None and kept.created == NOW - ages[key]
+    for key in ("ancient", "expired", "boundary"):
+        assert run(store.claim_idempotency_key(scope, key, "other", NOW)) is None
+
+
+def test_release_unfinished_idempotency_keys(store: SQLiteStore, scope: Scope) -> None:
+    live = Scope(scope.account_id, livemode=True)
+    run(store.claim_idempotency_key(scope, "a", "fp", NOW))
+    run(store.claim_idempotency_key(live, "b", "fp", NOW))
+    run(store.claim_idempotency_key(scope, "done", "fp", NOW))
+    run(store.complete_idempotency_key(scope, "done", 201, b"ok"))
+
+    assert run(store.release_unfinished_idempotency_keys()) == 2
+    assert run(store.release_unfinished_idempotency_keys()) == 0
+    assert run(store.claim_idempotency_key(scope, "a", "fp", NOW)) is None
+    assert run(store.claim_idempotency_key(live, "b", "fp", NOW)) is None
+    done = run(store.claim_idempotency_key(scope, "done", "fp", NOW))
+    assert done is not None and done.status == 201
+
+
+# durability -------------------------------------------------------------------------------
+
+
+def test_data_survives_close_and_reopen(db: Path) -> None:
+    async def write() -> tuple[Account, ApiKey, str, Meter, Scope]:
+        store = await SQLiteStore.open(str(db))
+        try:
+            account = keys.new_account(NOW)
+            key, secret = keys.new_api_key(account.id, livemode=False, now=NOW)
+            await store.create_account(account, key)
+            scope = Scope(account.id, livemode=False)
+            m = meter(scope, "durable")
+            await store.insert_meter(m)
+            await store.claim_idempotency_key(scope, "k", "fp", NOW)
+            await store.complete_idempotency_key(scope, "k", 200, b"stored")
+            return account, key, secret, m, scope
+        finally:
+            await store.close()
+
+    account, key, secret, m, scope = run(write())
+
+    async def read() -> None:
+        store = await SQLiteStore.open(str(db))
+        try:
+            assert await store.first_account() == account
+            assert await store.find_api_key(keys.hash_secret(secret)) == key
+            assert await store.get_meter(scope, m.id) == m
+            assert ids(await store.list_meters(scope, PageRequest(), None)) == [m.id]
+            replay = await store.claim_idempotency_key(scope, "k", "fp", NOW + 1)
+            assert replay is not None and (replay.status, replay.body) == (200, b"stored")
+        finally:
+            await store.close()
+
+    run(read())
+
+
+# database URLs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite:///meterd.db", "meterd.db"),
+        ("sqlite:///data/meterd.db", "data/meterd.db"),
+        ("sqlite:////abs/x.db", "/abs/x.db"),
+        ("sqlite:///:memory:", ":memory:"),
+    ],
+)
+def test_sqlite_path(url: str, path: str) -> None:
+    assert sqlite_path(url) == path
+
+
+@pytest.mark.parametrize("url", ["sqlite://host/x.db", "sqlite:///", "postgresql:///x"])
+def test_sqlite_path_rejects_other_urls(url: str) -> None:
+    with pytest.raises(UnsupportedDatabase, match="SQLite URL"):
+        sqlite_path(url)
+
+
+def test_open_store_opens_and_migrates_sqlite(tmp_path: Path) -> None:
+    async def main() -> int:
+        store = await open_store(f"sqlite:///{tmp_path}/opened.db")
+        try:
+            assert isinstance(store, SQLiteStore)
+            assert await store.has_accounts() is False
+            return store.schema_version()
+        finally:
+            await store.close()
+
+    assert run(main()) >= 1
+    assert (tmp_path / "opened.db").exists()
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://user:pw@localhost/meterd", "postgres://localhost/meterd"]
+)
+def test_open_store_rejects_postgresql_clearly(url: str) -> None:
+    with pytest.raises(UnsupportedDatabase, match="PostgreSQL") as raised:
+        run(open_store(url))
+    assert "sqlite:///" in str(raised.value)
+    assert "pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize("url", ["mysql://localhost/meterd", "meterd.db", "file:///x.db"])
+def test_open_store_rejects_unknown_schemes(url: str) -> None:
+    with pytest.raises(UnsupportedDatabase, match="unknown database URL scheme"):
+        run(open_store(url))
