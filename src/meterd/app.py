@@ -15,10 +15,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from meterd import ids
-from meterd.api import meters_v1
+from meterd.api import adjustments, core_events, meter_events, meters_v1, summaries
 from meterd.api.responses import error_response, version_of_path
 from meterd.config import Settings
 from meterd.errors import APIError, InvalidRequestError, StripeError
+from meterd.ingest.pipeline import IngestPipeline
+from meterd.metering.events import IDENTIFIER_TTL_SECONDS
 from meterd.storage import Store, open_store
 
 log = logging.getLogger("meterd")
@@ -80,8 +82,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 async def _prune_forever(store: Store) -> None:
+    """Idempotency keys and event identifiers are only kept for 24 hours."""
     while True:
-        await store.prune_idempotency_keys(int(time.time()))
+        now = int(time.time())
+        await store.prune_idempotency_keys(now)
+        await store.prune_event_identifiers(now - IDENTIFIER_TTL_SECONDS)
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
 
 
@@ -98,6 +103,9 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
         opened = store if store is not None else await open_store(settings.database_url)
         await opened.release_unfinished_idempotency_keys()
         app.state.store = opened
+        pipeline = IngestPipeline(opened, max_queued_events=settings.max_queued_events)
+        await pipeline.start()
+        app.state.pipeline = pipeline
         pruner = asyncio.create_task(_prune_forever(opened))
         try:
             yield
@@ -105,11 +113,18 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
             pruner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pruner
+            await pipeline.stop()
             if owned:
                 await opened.close()
 
     app = Starlette(
-        routes=[*meters_v1.routes],
+        routes=[
+            *meters_v1.routes,
+            *summaries.routes,
+            *meter_events.routes,
+            *adjustments.routes,
+            *core_events.routes,
+        ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,
     )

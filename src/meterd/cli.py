@@ -1,4 +1,4 @@
-"""The ``meterd`` command: run the server and manage API keys."""
+"""The ``meterd`` command: run the server, manage API keys, rebuild rollups."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from meterd.config import (
     DEFAULT_PORT,
     Settings,
 )
+from meterd.ingest import writes
+from meterd.metering.rollups import RollupKey
 from meterd.storage import Store, open_store
 from meterd.storage.open import UnsupportedDatabase
 
@@ -189,6 +191,56 @@ def keys_list(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
     # Piped or redirected output has no width to fit (rich would assume 80 columns).
     out = console if console.is_terminal else Console(width=1000)
     out.print(table)
+
+
+@app.command("rebuild-rollups")
+def rebuild_rollups_command(
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only compare: rebuild inside a transaction, report rows that differ from the "
+            "incremental ones, and roll back. Exits 1 when any differ.",
+        ),
+    ] = False,
+) -> None:
+    """Recompute every rollup from the raw events, the source of truth.
+
+    Summaries read rollups that are kept current as events arrive; this rebuilds them from
+    scratch in one transaction (stop the server first: SQLite has one writer).
+
+    [bold]Example[/bold]: meterd rebuild-rollups --check --database sqlite:///meterd.db
+    """
+
+    async def run() -> tuple[int, int, list[RollupKey]]:
+        store = await _open(database)
+        try:
+            if not check:
+                events = await store.transact(writes.rebuild_rollups)
+                return events, 0, []
+            try:
+                await store.transact(writes.check_rollups)
+            except writes.RollupsChecked as result:
+                return result.events, result.rows, result.differing
+            raise AssertionError("check_rollups always raises its result")
+        finally:
+            await store.close()
+
+    with console.status("Reading raw events..."):
+        events, rows, differing = asyncio.run(run())
+    if not check:
+        console.print(f"Rebuilt the rollups from {events:,} raw events.")
+        return
+    if differing:
+        table = Table(title=f"{len(differing)} rollup rows differ from a rebuild")
+        for column in ("meter", "customer", "size", "bucket"):
+            table.add_column(column)
+        for key in differing[:50]:
+            table.add_row(*(str(part) for part in key))
+        console.print(table)
+        raise typer.Exit(1)
+    console.print(f"All {rows:,} rollup rows agree with a rebuild from {events:,} raw events.")
 
 
 def main() -> None:

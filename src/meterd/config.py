@@ -13,3 +13,5 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = DEFAULT_DATABASE_URL
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_queued_events: int = 100_000
+    """Events waiting for the group commit before new requests get 429 (bounded memory)."""

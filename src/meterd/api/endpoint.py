@@ -22,6 +22,7 @@ from meterd.api.params import parse_params
 from meterd.api.responses import ApiVersion, error_response, json_response
 from meterd.config import Settings
 from meterd.errors import InvalidRequestError, StripeError
+from meterd.ingest.pipeline import IngestPipeline
 from meterd.scope import Scope
 from meterd.storage import Store
 
@@ -48,7 +49,14 @@ class ApiCall:
         return str(self.request.path_params[name])
 
     def parse(self, into: type[T]) -> T:
-        return parse_params(self.params, into, from_form=self.version == "v1")
+        """Typed params; query strings (any version) and v1 bodies carry form-encoded text."""
+        from_form = self.version == "v1" or self.request.method == "GET"
+        return parse_params(self.params, into, from_form=from_form)
+
+    @property
+    def pipeline(self) -> IngestPipeline:
+        pipeline: IngestPipeline = self.request.app.state.pipeline
+        return pipeline
 
 
 def resource(path: str, **handlers: Endpoint) -> Route:

@@ -11,7 +11,7 @@ from meterd.errors import StripeError
 
 ApiVersion = Literal["v1", "v2"]
 
-_encoder = msgspec.json.Encoder()
+_encoder = msgspec.json.Encoder(decimal_format="number")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -6,12 +6,15 @@ translate their database's errors into the exceptions below.
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
 from meterd.keys import Account, ApiKey
+from meterd.metering.error_reports import ErrorReport
 from meterd.metering.meters import Meter, MeterStatus
+from meterd.metering.rollups import Rollup, RollupKey, StoredEvent
 from meterd.scope import Scope
 
 T = TypeVar("T")
@@ -56,6 +59,69 @@ class IdempotentResponse(msgspec.Struct, kw_only=True):
     body: bytes | None = None
 
 
+class RawEvent(NamedTuple):
+    """One row of the append-only event table; ``value`` is the canonical decimal text."""
+
+    seq: int
+    meter_seq: int
+    customer: str
+    ts: int
+    bucket: int
+    value: str | None
+    identifier: str
+    created: int
+    cancelled: bool = False
+
+
+class IdentifierRecord(NamedTuple):
+    """An identifier seen in the last 24 h; ``event_seq`` is None when the event never counted."""
+
+    received: int
+    event_seq: int | None
+
+
+class EventTransaction(Protocol):
+    """What the ingest layer may do inside one write transaction, on the store's writer.
+
+    The methods are synchronous: the whole unit of work runs on the writer in one go and
+    commits once (see :meth:`Store.transact`).
+    """
+
+    def meter_by_event_name(self, scope: Scope, event_name: str) -> tuple[Meter, int] | None:
+        """The meter (and its compact integer key) that owns ``event_name`` in ``scope``."""
+
+    def meter_by_seq(self, meter_seq: int) -> Meter: ...
+    def live_identifiers(self, scope: Scope, identifiers: Sequence[str], since: int) -> set[str]:
+        """Which of ``identifiers`` were received after ``since`` in ``scope``."""
+
+    def identifier(self, scope: Scope, identifier: str) -> IdentifierRecord | None: ...
+    def reserve_identifiers(self, rows: Sequence[tuple[Scope, str, int, int | None]]) -> None:
+        """Record (scope, identifier, received, event seq), replacing expired records."""
+
+    def next_event_seq(self) -> int: ...
+    def append_events(self, events: Sequence[RawEvent]) -> None: ...
+    def event(self, seq: int) -> RawEvent: ...
+    def cancel_event(self, seq: int) -> None: ...
+    def bucket_events(self, meter_seq: int, customer: str, bucket: int) -> list[StoredEvent]:
+        """The uncancelled raw events of one rollup leaf, in arrival order."""
+
+    def rollups(self, keys: Sequence[RollupKey]) -> dict[RollupKey, Rollup]: ...
+    def rollup_range(
+        self, meter_seq: int, customer: str, size: int, first: int, end: int
+    ) -> list[Rollup]: ...
+    def put_rollups(self, rows: dict[RollupKey, Rollup | None]) -> None:
+        """Upsert each row; ``None`` deletes it."""
+
+    def error_report(
+        self, scope: Scope, type: str, event_name: str, window_start: int
+    ) -> ErrorReport | None: ...
+    def put_error_report(self, report: ErrorReport) -> None: ...
+    def truncate_rollups(self) -> None: ...
+    def all_rollups(self) -> dict[RollupKey, Rollup]: ...
+    def all_events(self, after_seq: int, limit: int) -> list[RawEvent]: ...
+    def meter_seqs(self) -> dict[int, Meter]: ...
+
+
 class Store(Protocol):
     async def close(self) -> None: ...
 
@@ -77,6 +143,23 @@ class Store(Protocol):
         self, scope: Scope, page: PageRequest, status: MeterStatus | None
     ) -> Page[Meter]:
         """Newest first; raises ``CursorNotFound`` for an unknown cursor."""
+
+    # events, rollups and error reports
+    async def transact(self, work: Callable[[EventTransaction], T]) -> T:
+        """Run ``work`` in one write transaction on the writer; commit once, or roll back."""
+
+    async def read_rollups(
+        self, meter: Meter, customer: str, spans: Sequence[tuple[int, int, int]]
+    ) -> list[tuple[int, int, Rollup]]:
+        """(size, bucket, row) for every row of each (size, first bucket, end) span."""
+
+    async def list_error_reports(
+        self, scope: Scope, limit: int, after: str | None, object_id: str | None
+    ) -> Page[ErrorReport]:
+        """Newest first; raises ``CursorNotFound("page", ...)`` for an unknown ``after``."""
+
+    async def get_error_report(self, scope: Scope, report_id: str) -> ErrorReport | None: ...
+    async def prune_event_identifiers(self, before: int) -> int: ...
 
     # idempotency
     async def claim_idempotency_key(

@@ -9,30 +9,37 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from meterd.keys import Account, ApiKey
+from meterd.metering.error_reports import ErrorReport
 from meterd.metering.meters import Meter, MeterStatus
+from meterd.metering.rollups import Rollup
 from meterd.scope import Scope
 from meterd.storage import migrations
 from meterd.storage.base import (
     IDEMPOTENCY_TTL_SECONDS,
     AlreadyExists,
     CursorNotFound,
+    EventTransaction,
     IdempotentResponse,
     Page,
     PageRequest,
 )
+from meterd.storage.sqlite_events import (
+    METER_COLUMNS,
+    REPORT_COLUMNS,
+    SQLiteEventTransaction,
+    meter_from_row,
+    report_from_row,
+    rollup_from_row,
+)
 
 T = TypeVar("T")
 
-_METER_COLUMNS = (
-    "id, account_id, livemode, display_name, event_name, formula, customer_key, value_key, "
-    "event_time_window, status, deactivated_at, created, updated"
-)
 _KEY_COLUMNS = "id, account_id, livemode, secret_hash, last4, created, revoked_at"
 
 
@@ -43,6 +50,7 @@ class SQLiteStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterd-sqlite")
         self._conn: sqlite3.Connection | None = None
+        self._meter_seqs: dict[str, int] = {}
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
@@ -168,7 +176,7 @@ class SQLiteStore:
             try:
                 with self._tx() as conn:
                     conn.execute(
-                        f"INSERT INTO meters ({_METER_COLUMNS}) "
+                        f"INSERT INTO meters ({METER_COLUMNS}) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         _meter_row(meter),
                     )
@@ -183,11 +191,11 @@ class SQLiteStore:
         def run() -> Meter | None:
             assert self._conn is not None
             row = self._conn.execute(
-                f"SELECT {_METER_COLUMNS} FROM meters "
+                f"SELECT {METER_COLUMNS} FROM meters "
                 "WHERE id = ? AND account_id = ? AND livemode = ?",
                 (meter_id, scope.account_id, scope.livemode),
             ).fetchone()
-            return _meter_from_row(row) if row else None
+            return meter_from_row(row) if row else None
 
         return await self._run(run)
 
@@ -220,13 +228,100 @@ class SQLiteStore:
             if status is not None:
                 where += " AND status = ?"
                 args.append(status)
-            rows = _keyset_page(self._conn, "meters", _METER_COLUMNS, where, args, scope, page)
-            meters = [_meter_from_row(row) for row in rows]
+            rows = _keyset_page(self._conn, "meters", METER_COLUMNS, where, args, scope, page)
+            meters = [meter_from_row(row) for row in rows]
             has_more = len(meters) > page.limit
             meters = meters[: page.limit]
             if page.ending_before is not None:
                 meters.reverse()
             return Page(items=meters, has_more=has_more)
+
+        return await self._run(run)
+
+    # events, rollups and error reports ---------------------------------------------------
+
+    async def transact(self, work: Callable[[EventTransaction], T]) -> T:
+        def run() -> T:
+            with self._tx() as conn:
+                return work(SQLiteEventTransaction(conn))
+
+        return await self._run(run)
+
+    def _meter_seq(self, meter: Meter) -> int:
+        seq = self._meter_seqs.get(meter.id)
+        if seq is None:
+            assert self._conn is not None
+            row = self._conn.execute("SELECT seq FROM meters WHERE id = ?", (meter.id,)).fetchone()
+            seq = self._meter_seqs[meter.id] = int(row[0])
+        return seq
+
+    async def read_rollups(
+        self, meter: Meter, customer: str, spans: Sequence[tuple[int, int, int]]
+    ) -> list[tuple[int, int, Rollup]]:
+        def run() -> list[tuple[int, int, Rollup]]:
+            assert self._conn is not None
+            meter_seq = self._meter_seq(meter)
+            found: list[tuple[int, int, Rollup]] = []
+            for size, first, end in spans:
+                rows = self._conn.execute(
+                    "SELECT bucket, event_count, total, latest_ts, latest_seq, latest_value "
+                    "FROM meter_rollups WHERE meter_seq = ? AND customer = ? AND size = ? "
+                    "AND bucket >= ? AND bucket < ?",
+                    (meter_seq, customer, size, first, end),
+                ).fetchall()
+                found.extend((size, row[0], rollup_from_row(row[1:])) for row in rows)
+            return found
+
+        return await self._run(run)
+
+    async def list_error_reports(
+        self, scope: Scope, limit: int, after: str | None, object_id: str | None
+    ) -> Page[ErrorReport]:
+        def run() -> Page[ErrorReport]:
+            assert self._conn is not None
+            where = "account_id = ? AND livemode = ?"
+            args: list[Any] = [scope.account_id, scope.livemode]
+            if object_id is not None:
+                where += " AND meter_id = ?"
+                args.append(object_id)
+            if after is not None:
+                row = self._conn.execute(
+                    "SELECT seq FROM error_reports WHERE id = ? AND account_id = ? "
+                    "AND livemode = ?",
+                    (after, scope.account_id, scope.livemode),
+                ).fetchone()
+                if row is None:
+                    raise CursorNotFound("page", after)
+                where += " AND seq < ?"
+                args.append(row[0])
+            rows = self._conn.execute(
+                f"SELECT {REPORT_COLUMNS} FROM error_reports WHERE {where} "
+                "ORDER BY seq DESC LIMIT ?",
+                [*args, limit + 1],
+            ).fetchall()
+            reports = [report_from_row(row) for row in rows]
+            return Page(items=reports[:limit], has_more=len(reports) > limit)
+
+        return await self._run(run)
+
+    async def get_error_report(self, scope: Scope, report_id: str) -> ErrorReport | None:
+        def run() -> ErrorReport | None:
+            assert self._conn is not None
+            row = self._conn.execute(
+                f"SELECT {REPORT_COLUMNS} FROM error_reports "
+                "WHERE id = ? AND account_id = ? AND livemode = ?",
+                (report_id, scope.account_id, scope.livemode),
+            ).fetchone()
+            return report_from_row(row) if row else None
+
+        return await self._run(run)
+
+    async def prune_event_identifiers(self, before: int) -> int:
+        def run() -> int:
+            with self._tx() as conn:
+                return conn.execute(
+                    "DELETE FROM event_identifiers WHERE received <= ?", (before,)
+                ).rowcount
 
         return await self._run(run)
 
@@ -374,22 +469,4 @@ def _meter_row(meter: Meter) -> tuple[Any, ...]:
         meter.deactivated_at,
         meter.created,
         meter.updated,
-    )
-
-
-def _meter_from_row(row: Any) -> Meter:
-    return Meter(
-        id=row[0],
-        account_id=row[1],
-        livemode=bool(row[2]),
-        display_name=row[3],
-        event_name=row[4],
-        formula=row[5],
-        customer_key=row[6],
-        value_key=row[7],
-        event_time_window=row[8],
-        status=row[9],
-        deactivated_at=row[10],
-        created=row[11],
-        updated=row[12],
     )

@@ -1,0 +1,117 @@
+"""Group commit: many requests' events are written in one transaction, with one fsync.
+
+Requests hand their validated events to :meth:`IngestPipeline.submit` and wait. A single task
+takes everything queued so far, writes it in one transaction, and only then answers each
+request, so nothing is acknowledged before it is durable and a failed commit fails exactly the
+requests that were in it. While one commit runs, the next batch gathers. The queue is bounded:
+when it is full, new requests get 429 instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+
+from meterd.errors import RateLimitError
+from meterd.ingest.writes import Outcome, ingest
+from meterd.metering.events import EventSubmission
+from meterd.storage import Store
+
+log = logging.getLogger("meterd.ingest")
+
+DEFAULT_MAX_QUEUED_EVENTS = 100_000
+DEFAULT_MAX_BATCH_EVENTS = 10_000
+
+
+class _Pending:
+    __slots__ = ("events", "future")
+
+    def __init__(self, events: Sequence[EventSubmission], future: asyncio.Future[list[Outcome]]):
+        self.events = events
+        self.future = future
+
+
+class IngestPipeline:
+    def __init__(
+        self,
+        store: Store,
+        max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
+        max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
+    ) -> None:
+        self.store = store
+        self.max_queued_events = max_queued_events
+        self.max_batch_events = max_batch_events
+        self.queued_events = 0
+        self.batches_committed = 0
+        self.events_committed = 0
+        self._queue: deque[_Pending] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="meterd-ingest")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        while self._queue:
+            await self._commit(self._take())
+
+    async def submit(self, events: Sequence[EventSubmission]) -> list[Outcome]:
+        """Queue ``events`` (one request's worth) and wait until they are durably stored."""
+        if self.queued_events + len(events) > self.max_queued_events:
+            raise RateLimitError(
+                "Too many meter events are waiting to be stored; retry after a short pause.",
+                headers={"Retry-After": "1"},
+            )
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(events, future))
+        self.queued_events += len(events)
+        self._wakeup.set()
+        return await asyncio.shield(future)
+
+    def _take(self) -> list[_Pending]:
+        taken: list[_Pending] = []
+        size = 0
+        while self._queue and (
+            not taken or size + len(self._queue[0].events) <= self.max_batch_events
+        ):
+            pending = self._queue.popleft()
+            taken.append(pending)
+            size += len(pending.events)
+        self.queued_events -= size
+        return taken
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                await self._commit(self._take())
+
+    async def _commit(self, taken: list[_Pending]) -> None:
+        batch = [event for pending in taken for event in pending.events]
+        try:
+            outcomes = await self.store.transact(lambda tx: ingest(tx, batch))
+        except Exception as exc:
+            log.exception("commit of %d events failed", len(batch))
+            for pending in taken:
+                if not pending.future.done():
+                    pending.future.set_exception(exc)
+            return
+        self.batches_committed += 1
+        self.events_committed += len(batch)
+        start = 0
+        for pending in taken:
+            end = start + len(pending.events)
+            if not pending.future.done():
+                pending.future.set_result(outcomes[start:end])
+            start = end

@@ -1,0 +1,251 @@
+"""Units of work that run inside one store transaction: ingest a batch, cancel an event.
+
+The rules come from :mod:`meterd.metering`; this module only applies them against storage
+and keeps raw events, the identifier set, rollups and error reports in step.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import msgspec
+
+from meterd import ids
+from meterd.metering import error_reports, rollups, values
+from meterd.metering.error_reports import ErrorReport
+from meterd.metering.events import (
+    CANCEL_WINDOW_SECONDS,
+    IDENTIFIER_TTL_SECONDS,
+    Counted,
+    EventSubmission,
+    Problem,
+    assess,
+)
+from meterd.metering.meters import Meter
+from meterd.metering.rollups import HOUR, MINUTE, Rollup, RollupKey, StoredEvent
+from meterd.scope import Scope
+from meterd.storage.base import EventTransaction, RawEvent
+
+
+class Accepted(msgspec.Struct, frozen=True):
+    """Stored; ``problem`` says why it will not count (reported as an error report)."""
+
+    problem: Problem | None = None
+
+
+class Duplicate(msgspec.Struct, frozen=True):
+    """Its identifier was already used in the last 24 hours; nothing was stored."""
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    """A v2 event that breaks a rule: answered synchronously, nothing stored."""
+
+    problem: Problem
+
+
+Outcome = Accepted | Duplicate | Rejected
+
+
+class CancelRefused(Exception):
+    """No event with that identifier can be cancelled (unknown, or received over 24 h ago)."""
+
+
+def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
+    """Store a batch of events: dedup, raw rows, rollups and error reports, in one go."""
+    meters: dict[tuple[Scope, str], tuple[Meter, int] | None] = {}
+    verdicts: list[Counted | Problem] = []
+    for event in batch:
+        key = (event.scope, event.event_name)
+        if key not in meters:
+            meters[key] = tx.meter_by_event_name(event.scope, event.event_name)
+        found = meters[key]
+        verdicts.append(assess(event, found[0] if found else None, event.created))
+
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    candidates: dict[Scope, list[str]] = defaultdict(list)
+    for index, (event, verdict) in enumerate(zip(batch, verdicts, strict=True)):
+        if isinstance(verdict, Problem) and event.origin == "v2":
+            outcomes[index] = Rejected(verdict)
+        else:
+            candidates[event.scope].append(event.identifier)
+    taken: dict[Scope, set[str]] = {
+        scope: tx.live_identifiers(scope, names, batch[0].created - IDENTIFIER_TTL_SECONDS)
+        for scope, names in candidates.items()
+    }
+
+    seq = tx.next_event_seq()
+    raw: list[RawEvent] = []
+    reservations: list[tuple[Scope, str, int, int | None]] = []
+    counted: dict[int, tuple[Meter, list[StoredEvent]]] = {}
+    reports: dict[tuple[Scope, str, str, int], ErrorReport] = {}
+    for index, (event, verdict) in enumerate(zip(batch, verdicts, strict=True)):
+        if outcomes[index] is not None:
+            continue
+        seen = taken[event.scope]
+        if event.identifier in seen:
+            outcomes[index] = Duplicate()
+            continue
+        seen.add(event.identifier)
+        if isinstance(verdict, Problem):
+            outcomes[index] = Accepted(verdict)
+            reservations.append((event.scope, event.identifier, event.created, None))
+            found = meters[(event.scope, event.event_name)]
+            _report(tx, reports, event, found[0] if found else None, verdict)
+            continue
+        found = meters[(event.scope, event.event_name)]
+        assert found is not None
+        meter, meter_seq = found
+        leaf = rollups.sizes(meter)[0]
+        raw.append(
+            RawEvent(
+                seq,
+                meter_seq,
+                verdict.customer,
+                event.timestamp,
+                rollups.floor_to(event.timestamp, leaf),
+                None if verdict.value is None else values.canonical(verdict.value),
+                event.identifier,
+                event.created,
+            )
+        )
+        stored = StoredEvent(seq, verdict.customer, event.timestamp, verdict.value or 0)
+        counted.setdefault(meter_seq, (meter, []))[1].append(stored)
+        reservations.append((event.scope, event.identifier, event.created, seq))
+        outcomes[index] = Accepted()
+        seq += 1
+
+    tx.append_events(raw)
+    tx.reserve_identifiers(reservations)
+    deltas: dict[RollupKey, Rollup] = {}
+    for meter_seq, (meter, events) in counted.items():
+        rollups.fold(deltas, meter, meter_seq, events)
+    if deltas:
+        existing = tx.rollups(list(deltas))
+        windowed = {seq_: rollups.is_windowed(m) for seq_, (m, _) in counted.items()}
+        tx.put_rollups(
+            {
+                key: rollups.merge(existing.get(key), delta, windowed[key.meter_seq])
+                for key, delta in deltas.items()
+            }
+        )
+    for report in reports.values():
+        tx.put_error_report(report)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _report(
+    tx: EventTransaction,
+    reports: dict[tuple[Scope, str, str, int], ErrorReport],
+    event: EventSubmission,
+    meter: Meter | None,
+    problem: Problem,
+) -> None:
+    kind = error_reports.report_type(meter)
+    window = error_reports.window_of(event.created)
+    key = (event.scope, kind, event.event_name, window)
+    report = reports.get(key)
+    if report is None:
+        report = tx.error_report(event.scope, kind, event.event_name, window)
+    if report is None:
+        report = ErrorReport(
+            id=ids.object_id("evt", event.scope.livemode),
+            account_id=event.scope.account_id,
+            livemode=event.scope.livemode,
+            type=kind,
+            event_name=event.event_name,
+            meter_id=meter.id if meter else None,
+            window_start=window,
+            created=event.created,
+        )
+    report.add(problem.code, problem.message, event.identifier)
+    reports[key] = report
+
+
+def cancel(tx: EventTransaction, scope: Scope, event_name: str, identifier: str, now: int) -> None:
+    """Cancel one event by identifier; cancelling it again changes nothing."""
+    record = tx.identifier(scope, identifier)
+    if record is None or record.received <= now - CANCEL_WINDOW_SECONDS:
+        raise CancelRefused(
+            f"No meter event with identifier '{identifier}' was received in the last 24 hours."
+        )
+    if record.event_seq is None:
+        return
+    event = tx.event(record.event_seq)
+    meter = tx.meter_by_seq(event.meter_seq)
+    if meter.event_name != event_name:
+        raise CancelRefused(
+            f"The meter event with identifier '{identifier}' has event name "
+            f"'{meter.event_name}', not '{event_name}'."
+        )
+    if event.cancelled:
+        return
+    tx.cancel_event(event.seq)
+    recount_bucket(tx, meter, event.meter_seq, event.customer, event.bucket)
+
+
+def recount_bucket(
+    tx: EventTransaction, meter: Meter, meter_seq: int, customer: str, bucket: int
+) -> None:
+    """Rebuild one leaf row from raw events, and for unwindowed meters its hour row too."""
+    windowed = rollups.is_windowed(meter)
+    leaf_size = rollups.sizes(meter)[0]
+    leaf = rollups.recount(tx.bucket_events(meter_seq, customer, bucket), windowed)
+    tx.put_rollups({RollupKey(meter_seq, customer, leaf_size, bucket): leaf})
+    if windowed:
+        return
+    hour = rollups.floor_to(bucket, HOUR)
+    minutes = tx.rollup_range(meter_seq, customer, MINUTE, hour, hour + HOUR)
+    tx.put_rollups({RollupKey(meter_seq, customer, HOUR, hour): rollups.combine(minutes)})
+
+
+def rebuild_rollups(tx: EventTransaction, chunk: int = 50_000) -> int:
+    """Recompute every rollup from raw events (the source of truth); returns events read."""
+    meters = tx.meter_seqs()
+    tx.truncate_rollups()
+    after, read = 0, 0
+    while True:
+        events = tx.all_events(after, chunk)
+        if not events:
+            return read
+        grouped: dict[int, list[StoredEvent]] = defaultdict(list)
+        for event in events:
+            if not event.cancelled:
+                value = 0 if event.value is None else values.parse_value(event.value)
+                grouped[event.meter_seq].append(
+                    StoredEvent(event.seq, event.customer, event.ts, value)
+                )
+        deltas: dict[RollupKey, Rollup] = {}
+        for meter_seq, stored in grouped.items():
+            rollups.fold(deltas, meters[meter_seq], meter_seq, stored)
+        existing = tx.rollups(list(deltas))
+        tx.put_rollups(
+            {
+                key: rollups.merge(
+                    existing.get(key), delta, rollups.is_windowed(meters[key.meter_seq])
+                )
+                for key, delta in deltas.items()
+            }
+        )
+        read += len(events)
+        after = events[-1].seq
+
+
+class RollupsChecked(Exception):
+    """Raised by :func:`check_rollups` so that its transaction rolls back; carries the result."""
+
+    def __init__(self, events: int, rows: int, differing: list[RollupKey]) -> None:
+        super().__init__(f"{len(differing)} differing rollup rows")
+        self.events = events
+        self.rows = rows
+        self.differing = differing
+
+
+def check_rollups(tx: EventTransaction) -> None:
+    """Rebuild, compare with the incremental rows, and always roll back (raises the result)."""
+    before = tx.all_rollups()
+    events = rebuild_rollups(tx)
+    after = tx.all_rollups()
+    differing = sorted(
+        key for key in before.keys() | after.keys() if before.get(key) != after.get(key)
+    )
+    raise RollupsChecked(events, len(after), differing)

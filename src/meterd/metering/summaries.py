@@ -1,0 +1,156 @@
+"""Meter event summaries: aligned ranges, grouping windows newest first, deterministic ids.
+
+A summary covers ``[start, end)``. Without a grouping window the whole range is one summary;
+with ``hour`` or ``day`` every window of the range is returned, zeros included, newest first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal
+from typing import Literal
+
+from meterd.errors import InvalidRequestError
+from meterd.metering import rollups, values
+from meterd.metering.meters import Meter
+from meterd.metering.rollups import DAY, HOUR, MINUTE, Rollup, floor_to
+
+GroupingWindow = Literal["hour", "day"]
+GROUPING_SECONDS: dict[str, int] = {"hour": HOUR, "day": DAY}
+
+Window = tuple[int, int]
+Span = tuple[int, int, int]
+"""(rollup size, first bucket, end): the rows of one size whose bucket is in [first, end)."""
+
+
+def check_range(start: int, end: int, grouping: GroupingWindow | None) -> None:
+    """Raise Stripe's 400 for a range that is not aligned as the grouping requires."""
+    step = GROUPING_SECONDS[grouping] if grouping else MINUTE
+    unit = {MINUTE: "minute", HOUR: "hour", DAY: "day (UTC midnight)"}[step]
+    for name, value in (("start_time", start), ("end_time", end)):
+        if value < 0:
+            raise InvalidRequestError(
+                f"Invalid {name}: must be a non-negative unix timestamp.", param=name
+            )
+        if value % step:
+            raise InvalidRequestError(
+                f"The {name} must be aligned with {unit} boundaries"
+                + (f" when value_grouping_window is {grouping}." if grouping else "."),
+                param=name,
+            )
+    if end <= start:
+        raise InvalidRequestError("The end_time must be after the start_time.", param="end_time")
+
+
+def windows(start: int, end: int, grouping: GroupingWindow | None) -> list[Window]:
+    """Every window of the range, newest first."""
+    if grouping is None:
+        return [(start, end)]
+    step = GROUPING_SECONDS[grouping]
+    return [(t, t + step) for t in range(end - step, start - 1, -step)]
+
+
+def window_count(start: int, end: int, grouping: GroupingWindow | None) -> int:
+    return 1 if grouping is None else (end - start) // GROUPING_SECONDS[grouping]
+
+
+def window_at(start: int, end: int, grouping: GroupingWindow | None, index: int) -> Window:
+    """The ``index``-th window, newest first, without listing them all."""
+    if grouping is None:
+        return (start, end)
+    step = GROUPING_SECONDS[grouping]
+    high = end - index * step
+    return (high - step, high)
+
+
+def summary_id(meter: Meter, customer: str, window: Window) -> str:
+    """``mtrusg_...``: the same (meter, customer, window) always gets the same id."""
+    digest = hashlib.blake2b(
+        f"{meter.id}\x00{customer}\x00{window[0]}\x00{window[1]}".encode(), digest_size=16
+    ).digest()
+    body = _base62(int.from_bytes(digest, "big")).rjust(22, "0")
+    mode = "" if meter.livemode else "test_"
+    return f"mtrusg_{mode}{body}"
+
+
+def index_of(
+    summary: str,
+    meter: Meter,
+    customer: str,
+    start: int,
+    end: int,
+    grouping: GroupingWindow | None,
+) -> int | None:
+    """Where a summary id sits in this query's windows (newest first), or None."""
+    for index in range(window_count(start, end, grouping)):
+        if summary_id(meter, customer, window_at(start, end, grouping, index)) == summary:
+            return index
+    return None
+
+
+def raw_spans(start: int, end: int) -> list[Span]:
+    """Minute rows for the ragged edges, hour rows for every whole hour in between."""
+    first_hour = -(-start // HOUR) * HOUR
+    last_hour = floor_to(end, HOUR)
+    if first_hour >= last_hour:
+        return [(MINUTE, start, end)]
+    spans = [(HOUR, first_hour, last_hour)]
+    if start < first_hour:
+        spans.append((MINUTE, start, first_hour))
+    if last_hour < end:
+        spans.append((MINUTE, last_hour, end))
+    return spans
+
+
+def spans_for(meter: Meter, windows: list[Window], grouped: bool) -> list[Span]:
+    """The rollup rows that cover a page of windows (newest first), read in one go."""
+    if not windows:
+        return []
+    low, high = windows[-1][0], windows[0][1]
+    if rollups.is_windowed(meter):
+        size = rollups.sizes(meter)[0]
+        return [(size, floor_to(low, size), high)]
+    if grouped:
+        return [(HOUR, low, high)]
+    return raw_spans(low, high)
+
+
+def per_window(
+    meter: Meter, windows: list[Window], found: list[tuple[int, int, Rollup]]
+) -> dict[Window, Rollup | None]:
+    """Combine the rows read for :func:`spans_for` into one row per window.
+
+    Unwindowed rows belong to the window holding their bucket; a windowed meter's row is one
+    counted event, so it belongs where that event's timestamp falls.
+    """
+    windowed = rollups.is_windowed(meter)
+    grouped: dict[Window, list[Rollup]] = {w: [] for w in windows}
+    for _size, bucket, row in found:
+        at = row.latest_ts if windowed else bucket
+        for window in windows:
+            if window[0] <= at < window[1]:
+                grouped[window].append(row)
+                break
+    return {w: rollups.combine(rows) for w, rows in grouped.items()}
+
+
+def aggregated_value(meter: Meter, row: Rollup | None) -> int | Decimal:
+    """The meter's formula over a window's combined row: 0 when nothing counted there."""
+    if row is None:
+        return 0
+    if meter.formula == "count":
+        return row.count
+    if meter.formula == "sum":
+        return values.as_number(row.total)
+    return values.as_number(row.latest_value)
+
+
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _base62(number: int) -> str:
+    digits = []
+    while number:
+        number, rest = divmod(number, 62)
+        digits.append(_ALPHABET[rest])
+    return "".join(reversed(digits)) or "0"
