@@ -117,6 +117,9 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
         timeout_graceful_shutdown=30,
     )
 

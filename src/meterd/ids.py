@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 import string
 
 _ALPHABET = string.digits + string.ascii_letters
 
 
 def random_base62(length: int) -> str:
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    """``length`` base62 characters from the OS's CSPRNG, drawn in one read.
+
+    One ``os.urandom`` call and a base conversion instead of a ``secrets.choice`` per character
+    (which cost several percent of a request when every response carries a new Request-Id).
+    The number drawn has 64 more bits than needed, so the modulo bias is negligible.
+    """
+    number = int.from_bytes(os.urandom((length * 6 + 64) // 8 + 1), "big")
+    chars = []
+    for _ in range(length):
+        number, digit = divmod(number, 62)
+        chars.append(_ALPHABET[digit])
+    return "".join(chars)
 
 
 def object_id(prefix: str, livemode: bool, length: int = 32) -> str:

@@ -7,7 +7,7 @@ booleans) are decided later by the request struct, exactly as Stripe's server do
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from meterd.errors import InvalidRequestError
 
@@ -55,18 +55,9 @@ def decode_form(raw: bytes | str) -> dict[str, Any]:
     """Decode a form body or query string into Stripe's nested params."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            errors="strict",
-            max_num_fields=MAX_PARAMS,
-        )
+        pairs = _pairs(text)
     except UnicodeDecodeError:
         raise InvalidRequestError("Invalid request: the body is not valid UTF-8.") from None
-    except ValueError:
-        raise InvalidRequestError(
-            f"Too many parameters: at most {MAX_PARAMS} are accepted in one request."
-        ) from None
     root: dict[str, Any] = {}
     for key, value in pairs:
         if "\x00" in key or "\x00" in value:
@@ -79,7 +70,30 @@ def decode_form(raw: bytes | str) -> dict[str, Any]:
             )
         _assign(root, parts, value)
     # The top level is always a hash, even when every name is a number (``0=x``).
-    return {key: _lists_from_index_maps(value, [key]) for key, value in root.items()}
+    return {key: _lists_from_index_maps(value) for key, value in root.items()}
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """``urllib.parse.parse_qsl(text, keep_blank_values=True, errors="strict")``, faster.
+
+    Meter events arrive thousands of times a second, mostly with nothing to unescape, so
+    unescaping is skipped for the fields that need none.
+    """
+    if text.count("&") >= MAX_PARAMS:
+        raise InvalidRequestError(
+            f"Too many parameters: at most {MAX_PARAMS} are accepted in one request."
+        )
+    pairs = []
+    for field in text.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in name or "+" in name:
+            name = unquote(name.replace("+", " "), errors="strict")
+        if "%" in value or "+" in value:
+            value = unquote(value.replace("+", " "), errors="strict")
+        pairs.append((name, value))
+    return pairs
 
 
 class _Appended(dict[str, Any]):
@@ -122,10 +136,12 @@ def _assign(node: dict[str, Any], parts: list[str], value: str) -> None:
         node = child
 
 
-def _lists_from_index_maps(value: Any, path: list[str | int]) -> FormValue:
+def _lists_from_index_maps(value: Any) -> FormValue:
     if not isinstance(value, dict):
         return value  # type: ignore[no-any-return]
-    converted = {k: _lists_from_index_maps(v, [*path, k]) for k, v in value.items()}
+    converted = {
+        k: _lists_from_index_maps(v) if isinstance(v, dict) else v for k, v in value.items()
+    }
     if isinstance(value, _Appended) or (converted and all(_is_index(k) for k in converted)):
         indexes = sorted(converted, key=_index_order)
         return [converted[i] for i in indexes]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Sequence
 
@@ -45,6 +46,8 @@ class IngestPipeline:
         self.max_queued_events = max_queued_events
         self.max_batch_events = max_batch_events
         self.queued_events = 0
+        self.linger_seconds = float(os.environ.get("METERD_LINGER", "0.001"))
+        self.linger_below = 256
         self.batches_committed = 0
         self.events_committed = 0
         self._queue: deque[_Pending] = deque()
@@ -95,6 +98,8 @@ class IngestPipeline:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
+                if self.queued_events < self.linger_below and self.linger_seconds > 0:
+                    await asyncio.sleep(self.linger_seconds)
                 await self._commit(self._take())
 
     async def _commit(self, taken: list[_Pending]) -> None:

@@ -120,14 +120,8 @@ def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
     for meter_seq, (meter, events) in counted.items():
         rollups.fold(deltas, meter, meter_seq, events)
     if deltas:
-        existing = tx.rollups(list(deltas))
-        windowed = {seq_: rollups.is_windowed(m) for seq_, (m, _) in counted.items()}
-        tx.put_rollups(
-            {
-                key: rollups.merge(existing.get(key), delta, windowed[key.meter_seq])
-                for key, delta in deltas.items()
-            }
-        )
+        windowed = {key for key, (meter, _) in counted.items() if rollups.is_windowed(meter)}
+        tx.merge_rollups(deltas, windowed)
     for report in reports.values():
         tx.put_error_report(report)
     return [outcome for outcome in outcomes if outcome is not None]
@@ -217,15 +211,8 @@ def rebuild_rollups(tx: EventTransaction, chunk: int = 50_000) -> int:
         deltas: dict[RollupKey, Rollup] = {}
         for meter_seq, stored in grouped.items():
             rollups.fold(deltas, meters[meter_seq], meter_seq, stored)
-        existing = tx.rollups(list(deltas))
-        tx.put_rollups(
-            {
-                key: rollups.merge(
-                    existing.get(key), delta, rollups.is_windowed(meters[key.meter_seq])
-                )
-                for key, delta in deltas.items()
-            }
-        )
+        windowed = {key for key, meter in meters.items() if rollups.is_windowed(meter)}
+        tx.merge_rollups(deltas, windowed)
         read += len(events)
         after = events[-1].seq
 

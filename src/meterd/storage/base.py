@@ -105,6 +105,12 @@ class EventTransaction(Protocol):
     def bucket_events(self, meter_seq: int, customer: str, bucket: int) -> list[StoredEvent]:
         """The uncancelled raw events of one rollup leaf, in arrival order."""
 
+    def merge_rollups(self, deltas: dict[RollupKey, Rollup], windowed: set[int]) -> None:
+        """Merge each delta into its stored row (:func:`meterd.metering.rollups.merge`).
+
+        ``windowed`` names the meters (by compact key) whose rows keep only the newest event.
+        """
+
     def rollups(self, keys: Sequence[RollupKey]) -> dict[RollupKey, Rollup]: ...
     def rollup_range(
         self, meter_seq: int, customer: str, size: int, first: int, end: int

@@ -34,6 +34,7 @@ from meterd.storage.sqlite_events import (
     REPORT_COLUMNS,
     SQLiteEventTransaction,
     meter_from_row,
+    register_functions,
     report_from_row,
     rollup_from_row,
 )
@@ -73,6 +74,7 @@ class SQLiteStore:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
+        register_functions(conn)
         self._conn = conn
         self._migrate()
 

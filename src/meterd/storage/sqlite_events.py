@@ -55,16 +55,19 @@ class SQLiteEventTransaction:
         return {row[0]: meter_from_row(row[1:]) for row in rows}
 
     def live_identifiers(self, scope: Scope, identifiers: Sequence[str], since: int) -> set[str]:
-        found: set[str] = set()
-        for identifier in identifiers:
+        if len(identifiers) == 1:
             row = self.conn.execute(
                 "SELECT received FROM event_identifiers "
                 "WHERE account_id = ? AND livemode = ? AND identifier = ?",
-                (scope.account_id, scope.livemode, identifier),
+                (scope.account_id, scope.livemode, identifiers[0]),
             ).fetchone()
-            if row is not None and row[0] > since:
-                found.add(identifier)
-        return found
+            return {identifiers[0]} if row is not None and row[0] > since else set()
+        rows = self.conn.execute(
+            "SELECT identifier FROM event_identifiers WHERE account_id = ? AND livemode = ? "
+            "AND identifier IN (SELECT value FROM json_each(?)) AND received > ?",
+            (scope.account_id, scope.livemode, _json(list(identifiers)), since),
+        ).fetchall()
+        return {row[0] for row in rows}
 
     def identifier(self, scope: Scope, identifier: str) -> IdentifierRecord | None:
         row = self.conn.execute(
@@ -107,6 +110,41 @@ class SQLiteEventTransaction:
             (bucket, meter_seq, customer),
         ).fetchall()
         return [StoredEvent(r[0], r[1], r[2], scaled(r[3])) for r in rows]
+
+    def merge_rollups(self, deltas: dict[RollupKey, Rollup], windowed: set[int]) -> None:
+        """Fold each delta into its stored row in SQL, without reading rows back first.
+
+        Unwindowed rows add counts and totals (``meterd_add``: exact, beyond 64 bits) and keep
+        the latest event; a windowed meter's row is replaced by a newer event.
+        """
+        added: list[tuple[object, ...]] = []
+        replaced: list[tuple[object, ...]] = []
+        for key, r in deltas.items():
+            row = (*key, r.count, str(r.total), r.latest_ts, r.latest_seq, str(r.latest_value))
+            (replaced if key.meter_seq in windowed else added).append(row)
+        insert = (
+            "INSERT INTO meter_rollups (meter_seq, customer, size, bucket, "
+            f"{_ROLLUP_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
+        )
+        newer = "(excluded.latest_ts, excluded.latest_seq) > (latest_ts, latest_seq)"
+        latest = (
+            f"latest_ts = CASE WHEN {newer} THEN excluded.latest_ts ELSE latest_ts END, "
+            f"latest_seq = CASE WHEN {newer} THEN excluded.latest_seq ELSE latest_seq END, "
+            f"latest_value = CASE WHEN {newer} THEN excluded.latest_value ELSE latest_value END"
+        )
+        if added:
+            self.conn.executemany(
+                insert + "event_count = event_count + excluded.event_count, "
+                f"total = meterd_add(total, excluded.total), {latest}",
+                added,
+            )
+        if replaced:
+            self.conn.executemany(
+                insert + f"event_count = excluded.event_count, total = CASE WHEN {newer} "
+                f"THEN excluded.total ELSE total END, {latest}",
+                replaced,
+            )
 
     def rollups(self, keys: Sequence[RollupKey]) -> dict[RollupKey, Rollup]:
         found: dict[RollupKey, Rollup] = {}
@@ -193,6 +231,19 @@ class SQLiteEventTransaction:
             (after_seq, limit),
         ).fetchall()
         return [raw_from_row(row) for row in rows]
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def add_scaled(a: str | int, b: str | int) -> str:
+    """``meterd_add``: the SQL function that adds two scaled decimals exactly."""
+    return str(int(a) + int(b))
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    conn.create_function("meterd_add", 2, add_scaled, deterministic=True)
 
 
 def raw_from_row(row: Any) -> RawEvent:
