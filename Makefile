@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench bench-events bench-summaries clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meterd needs Python 3.11 or newer (set PYTHON=...)")'
@@ -28,6 +28,12 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/meters_api.py
+
+bench-events: $(STAMP)
+	$(BIN)/python bench/events_api.py --seconds 10 --connections 64
+
+bench-summaries: $(STAMP)
+	$(BIN)/python bench/summaries.py --events 1000000 10000000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,6 +1,7 @@
 """``POST /v1/billing/meter_events``, one event per request, durable, on a real ``meterd serve``.
 
-Run: ``make bench-events`` or ``.venv/bin/python bench/events_api.py --seconds 10 --connections 64``.
+Run: ``make bench-events`` or
+``.venv/bin/python bench/events_api.py --seconds 10 --connections 64``.
 The load generator is this process (raw asyncio streams, bench/loadgen.py) and shares the machine
 with the server. Every request carries a unique identifier; afterwards the summaries must add up
 to exactly the number of 2xx answers (nothing lost, nothing counted twice).

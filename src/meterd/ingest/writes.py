@@ -6,6 +6,7 @@ and keeps raw events, the identifier set, rollups and error reports in step.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import msgspec
@@ -22,7 +23,7 @@ from meterd.metering.events import (
     assess,
 )
 from meterd.metering.meters import Meter
-from meterd.metering.rollups import HOUR, MINUTE, Rollup, RollupKey, StoredEvent
+from meterd.metering.rollups import Rollup, RollupKey, StoredEvent
 from meterd.scope import Scope
 from meterd.storage.base import EventTransaction, RawEvent
 
@@ -180,16 +181,15 @@ def cancel(tx: EventTransaction, scope: Scope, event_name: str, identifier: str,
 def recount_bucket(
     tx: EventTransaction, meter: Meter, meter_seq: int, customer: str, bucket: int
 ) -> None:
-    """Rebuild one leaf row from raw events, and for unwindowed meters its hour row too."""
+    """Rebuild one leaf row from raw events, then each coarser row from the rows under it."""
     windowed = rollups.is_windowed(meter)
-    leaf_size = rollups.sizes(meter)[0]
+    sizes = rollups.sizes(meter)
     leaf = rollups.recount(tx.bucket_events(meter_seq, customer, bucket), windowed)
-    tx.put_rollups({RollupKey(meter_seq, customer, leaf_size, bucket): leaf})
-    if windowed:
-        return
-    hour = rollups.floor_to(bucket, HOUR)
-    minutes = tx.rollup_range(meter_seq, customer, MINUTE, hour, hour + HOUR)
-    tx.put_rollups({RollupKey(meter_seq, customer, HOUR, hour): rollups.combine(minutes)})
+    tx.put_rollups({RollupKey(meter_seq, customer, sizes[0], bucket): leaf})
+    for finer, size in itertools.pairwise(sizes):
+        start = rollups.floor_to(bucket, size)
+        rows = tx.rollup_range(meter_seq, customer, finer, start, start + size)
+        tx.put_rollups({RollupKey(meter_seq, customer, size, start): rollups.combine(rows)})
 
 
 def rebuild_rollups(tx: EventTransaction, chunk: int = 50_000) -> int:

@@ -1,10 +1,11 @@
 """Rollups: what each (meter, customer, bucket) adds up to, kept current as events arrive.
 
-Meters without an ``event_time_window`` count every event: they keep a row per minute and per
-hour with the count, the exact scaled sum and the latest event (timestamp, arrival order,
-value). Meters with a window count only the latest event of each customer's UTC hour or day:
-they keep one row per window, holding that event. Summaries read these rows, never raw events,
-so their cost follows the number of windows asked for, not the number of events stored.
+Meters without an ``event_time_window`` count every event: they keep a row per minute, per
+hour and per UTC day with the count, the exact scaled sum and the latest event (timestamp,
+arrival order, value). Meters with a window count only the latest event of each customer's
+UTC hour or day: they keep one row per window, holding that event. Summaries read these rows,
+never raw events, so their cost follows the number of windows asked for, not the number of
+events stored.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def sizes(meter: Meter) -> tuple[int, ...]:
     """The bucket sizes a meter keeps rows for; the first is the leaf raw events point at."""
     if meter.event_time_window is not None:
         return (WINDOW_SECONDS[meter.event_time_window],)
-    return (MINUTE, HOUR)
+    return (MINUTE, HOUR, DAY)
 
 
 def floor_to(ts: int, size: int) -> int:

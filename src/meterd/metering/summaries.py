@@ -89,17 +89,35 @@ def index_of(
 
 
 def raw_spans(start: int, end: int) -> list[Span]:
-    """Minute rows for the ragged edges, hour rows for every whole hour in between."""
-    first_hour = -(-start // HOUR) * HOUR
-    last_hour = floor_to(end, HOUR)
-    if first_hour >= last_hour:
-        return [(MINUTE, start, end)]
-    spans = [(HOUR, first_hour, last_hour)]
-    if start < first_hour:
-        spans.append((MINUTE, start, first_hour))
-    if last_hour < end:
-        spans.append((MINUTE, last_hour, end))
-    return spans
+    """Whole days from day rows, whole hours at their edges from hour rows, minutes at the ends.
+
+    The spans cover ``[start, end)`` exactly once, and at most 1 + 2 * 23 + 2 * 59 rows are
+    read besides the day rows, however many events the range holds.
+    """
+    spans: list[Span] = []
+    low, high = start, end
+    for size, finer in ((DAY, HOUR), (HOUR, MINUTE)):
+        first = -(-low // size) * size
+        last = floor_to(high, size)
+        if first >= last:
+            continue
+        spans.append((size, first, last))
+        if low < first:
+            spans.append((finer, low, first))
+        if last < high:
+            spans.append((finer, last, high))
+        return _refine(spans, size)
+    return [(MINUTE, start, end)]
+
+
+def _refine(spans: list[Span], coarsest: int) -> list[Span]:
+    """Split the hour-sized edges left beside whole days into hours and minutes."""
+    if coarsest != DAY:
+        return spans
+    refined: list[Span] = [spans[0]]
+    for _size, low, high in spans[1:]:
+        refined.extend(raw_spans(low, high))
+    return refined
 
 
 def spans_for(meter: Meter, windows: list[Window], grouped: bool) -> list[Span]:
@@ -111,7 +129,8 @@ def spans_for(meter: Meter, windows: list[Window], grouped: bool) -> list[Span]:
         size = rollups.sizes(meter)[0]
         return [(size, floor_to(low, size), high)]
     if grouped:
-        return [(HOUR, low, high)]
+        step = windows[0][1] - windows[0][0]
+        return [(step, low, high)]
     return raw_spans(low, high)
 
 
@@ -125,12 +144,12 @@ def per_window(
     """
     windowed = rollups.is_windowed(meter)
     grouped: dict[Window, list[Rollup]] = {w: [] for w in windows}
+    high, step = windows[0][1], windows[0][1] - windows[0][0]
     for _size, bucket, row in found:
         at = row.latest_ts if windowed else bucket
-        for window in windows:
-            if window[0] <= at < window[1]:
-                grouped[window].append(row)
-                break
+        index = (high - 1 - at) // step
+        if 0 <= index < len(windows) and windows[index][0] <= at < windows[index][1]:
+            grouped[windows[index]].append(row)
     return {w: rollups.combine(rows) for w, rows in grouped.items()}
 
 
