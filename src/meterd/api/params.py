@@ -51,7 +51,7 @@ def _translate(message: str, data: Any, into: type[Any]) -> InvalidRequestError:
     match = _MESSAGE.match(message)
     assert match is not None
     what = match["what"]
-    path = _parse_path(match["path"] or "")
+    path = _resolve_keys(_parse_path(match["path"] or ""), data, what)
     name = param_name(path)
     field = _QUOTED.search(what)
     if what.startswith("Object missing required field"):
@@ -84,14 +84,53 @@ def _translate(message: str, data: Any, into: type[Any]) -> InvalidRequestError:
     return InvalidRequestError(f"Invalid {name}: {what[0].lower()}{what[1:]}", param=name)
 
 
+_DICT_KEY = "..."
+"""What msgspec writes for a key of a dict (``$.payload[...]``): it does not say which."""
+
+
 def _parse_path(text: str) -> list[str | int]:
     path: list[str | int] = []
     for key, index in _PATH_PART.findall(text):
         if key:
             path.append(key)
-        elif index != "...":
-            path.append(int(index))
+        else:
+            path.append(_DICT_KEY if index == _DICT_KEY else int(index))
     return path
+
+
+def _resolve_keys(path: list[str | int], data: Any, what: str) -> list[str | int]:
+    """Name the dict key msgspec left out: the first entry the error describes."""
+    resolved: list[str | int] = []
+    for part in path:
+        if part == _DICT_KEY:
+            node = _value_at(data, resolved)
+            if not isinstance(node, dict) or not node:
+                break
+            part = next((k for k, v in node.items() if _fails(v, what)), next(iter(node)))
+        resolved.append(part)
+    return resolved
+
+
+def _fails(value: Any, what: str) -> bool:
+    if what.startswith("Expected `str` of length <="):
+        return isinstance(value, str) and len(value) > int(what.rsplit(" ", 1)[-1])
+    if what.startswith("Expected `str` of length >="):
+        return isinstance(value, str) and len(value) < int(what.rsplit(" ", 1)[-1])
+    if ", got `" in what:
+        got = _QUOTED.findall(what)[-1]
+        return bool(_KIND_OF.get(type(value), "") == got)
+    return False
+
+
+_KIND_OF = {
+    str: "str",
+    int: "int",
+    float: "float",
+    bool: "bool",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
 
 
 def _value_at(data: Any, path: list[str | int]) -> Any:

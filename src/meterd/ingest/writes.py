@@ -25,7 +25,7 @@ from meterd.metering.events import (
 from meterd.metering.meters import Meter
 from meterd.metering.rollups import Rollup, RollupKey, StoredEvent
 from meterd.scope import Scope
-from meterd.storage.base import EventTransaction, RawEvent
+from meterd.storage.base import EventTransaction, RawEvent, Reservation
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -76,7 +76,7 @@ def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
 
     seq = tx.next_event_seq()
     raw: list[RawEvent] = []
-    reservations: list[tuple[Scope, str, int, int | None]] = []
+    reservations: list[Reservation] = []
     counted: dict[int, tuple[Meter, list[StoredEvent]]] = {}
     reports: dict[tuple[Scope, str, str, int], ErrorReport] = {}
     for index, (event, verdict) in enumerate(zip(batch, verdicts, strict=True)):
@@ -89,7 +89,9 @@ def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
         seen.add(event.identifier)
         if isinstance(verdict, Problem):
             outcomes[index] = Accepted(verdict)
-            reservations.append((event.scope, event.identifier, event.created, None))
+            reservations.append(
+                Reservation(event.scope, event.identifier, event.created, None, event.event_name)
+            )
             found = meters[(event.scope, event.event_name)]
             _report(tx, reports, event, found[0] if found else None, verdict)
             continue
@@ -111,7 +113,7 @@ def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
         )
         stored = StoredEvent(seq, verdict.customer, event.timestamp, verdict.value or 0)
         counted.setdefault(meter_seq, (meter, []))[1].append(stored)
-        reservations.append((event.scope, event.identifier, event.created, seq))
+        reservations.append(Reservation(event.scope, event.identifier, event.created, seq))
         outcomes[index] = Accepted()
         seq += 1
 
@@ -163,16 +165,15 @@ def cancel(tx: EventTransaction, scope: Scope, event_name: str, identifier: str,
         raise CancelRefused(
             f"No meter event with identifier '{identifier}' was received in the last 24 hours."
         )
-    if record.event_seq is None:
-        return
-    event = tx.event(record.event_seq)
-    meter = tx.meter_by_seq(event.meter_seq)
-    if meter.event_name != event_name:
+    event = None if record.event_seq is None else tx.event(record.event_seq)
+    meter = None if event is None else tx.meter_by_seq(event.meter_seq)
+    sent_as = record.uncounted_event_name if meter is None else meter.event_name
+    if sent_as != event_name:
         raise CancelRefused(
             f"The meter event with identifier '{identifier}' has event name "
-            f"'{meter.event_name}', not '{event_name}'."
+            f"'{sent_as}', not '{event_name}'."
         )
-    if event.cancelled:
+    if event is None or meter is None or event.cancelled:
         return
     tx.cancel_event(event.seq)
     recount_bucket(tx, meter, event.meter_seq, event.customer, event.bucket)

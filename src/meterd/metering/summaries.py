@@ -18,6 +18,9 @@ from meterd.metering.rollups import DAY, HOUR, MINUTE, Rollup, floor_to
 GroupingWindow = Literal["hour", "day"]
 GROUPING_SECONDS: dict[str, int] = {"hour": HOUR, "day": DAY}
 
+MAX_TIMESTAMP = 253402300799
+"""9999-12-31T23:59:59Z: beyond it no calendar, and no 64-bit database column, can follow."""
+
 Window = tuple[int, int]
 Span = tuple[int, int, int]
 """(rollup size, first bucket, end): the rows of one size whose bucket is in [first, end)."""
@@ -28,9 +31,11 @@ def check_range(start: int, end: int, grouping: GroupingWindow | None) -> None:
     step = GROUPING_SECONDS[grouping] if grouping else MINUTE
     unit = {MINUTE: "minute", HOUR: "hour", DAY: "day (UTC midnight)"}[step]
     for name, value in (("start_time", start), ("end_time", end)):
-        if value < 0:
+        if not 0 <= value <= MAX_TIMESTAMP:
             raise InvalidRequestError(
-                f"Invalid {name}: must be a non-negative unix timestamp.", param=name
+                f"Invalid {name}: must be a unix timestamp between 0 and {MAX_TIMESTAMP} "
+                "(the end of year 9999).",
+                param=name,
             )
         if value % step:
             raise InvalidRequestError(
@@ -64,13 +69,17 @@ def window_at(start: int, end: int, grouping: GroupingWindow | None, index: int)
 
 
 def summary_id(meter: Meter, customer: str, window: Window) -> str:
-    """``mtrusg_...``: the same (meter, customer, window) always gets the same id."""
+    """``mtrusg_...``: the same (meter, customer, window) always gets the same id.
+
+    The id ends with the window's start in fixed-width base62, so a cursor finds its window
+    without hashing every window of a long range; the hash in front ties it to the rest.
+    """
     digest = hashlib.blake2b(
-        f"{meter.id}\x00{customer}\x00{window[0]}\x00{window[1]}".encode(), digest_size=16
+        f"{meter.id}\x00{customer}\x00{window[0]}\x00{window[1]}".encode(), digest_size=12
     ).digest()
-    body = _base62(int.from_bytes(digest, "big")).rjust(22, "0")
     mode = "" if meter.livemode else "test_"
-    return f"mtrusg_{mode}{body}"
+    hashed = _base62(int.from_bytes(digest, "big")).rjust(17, "0")
+    return f"mtrusg_{mode}{hashed}{_base62(window[0]).rjust(_START_DIGITS, '0')}"
 
 
 def index_of(
@@ -82,10 +91,19 @@ def index_of(
     grouping: GroupingWindow | None,
 ) -> int | None:
     """Where a summary id sits in this query's windows (newest first), or None."""
-    for index in range(window_count(start, end, grouping)):
-        if summary_id(meter, customer, window_at(start, end, grouping, index)) == summary:
-            return index
-    return None
+    try:
+        window_start = _from_base62(summary[-_START_DIGITS:])
+    except ValueError:
+        return None
+    if grouping is None:
+        index = 0
+    else:
+        step = GROUPING_SECONDS[grouping]
+        index, misaligned = divmod(end - step - window_start, step)
+        if misaligned or not 0 <= index < window_count(start, end, grouping):
+            return None
+    expected = summary_id(meter, customer, window_at(start, end, grouping, index))
+    return index if expected == summary else None
 
 
 def raw_spans(start: int, end: int) -> list[Span]:
@@ -165,6 +183,17 @@ def aggregated_value(meter: Meter, row: Rollup | None) -> int | Decimal:
 
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_START_DIGITS = 7  # 62**7 > MAX_TIMESTAMP
+
+
+def _from_base62(text: str) -> int:
+    number = 0
+    for char in text:
+        digit = _ALPHABET.find(char)
+        if digit < 0:
+            raise ValueError(text)
+        number = number * 62 + digit
+    return number
 
 
 def _base62(number: int) -> str:

@@ -78,6 +78,25 @@ class IdentifierRecord(NamedTuple):
 
     received: int
     event_seq: int | None
+    uncounted_event_name: str | None = None
+
+
+class ReportFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """``GET /v2/core/events`` filters: the related meter, event types, creation bounds."""
+
+    object_id: str | None = None
+    types: tuple[str, ...] = ()
+    created_after: int | None = None
+    created_before: int | None = None
+    """Inclusive bounds, in unix seconds."""
+
+
+class Reservation(NamedTuple):
+    scope: Scope
+    identifier: str
+    received: int
+    event_seq: int | None
+    uncounted_event_name: str | None = None
 
 
 class EventTransaction(Protocol):
@@ -95,8 +114,8 @@ class EventTransaction(Protocol):
         """Which of ``identifiers`` were received after ``since`` in ``scope``."""
 
     def identifier(self, scope: Scope, identifier: str) -> IdentifierRecord | None: ...
-    def reserve_identifiers(self, rows: Sequence[tuple[Scope, str, int, int | None]]) -> None:
-        """Record (scope, identifier, received, event seq), replacing expired records."""
+    def reserve_identifiers(self, rows: Sequence[Reservation]) -> None:
+        """Record identifiers, replacing expired records."""
 
     def next_event_seq(self) -> int: ...
     def append_events(self, events: Sequence[RawEvent]) -> None: ...
@@ -160,7 +179,7 @@ class Store(Protocol):
         """(size, bucket, row) for every row of each (size, first bucket, end) span."""
 
     async def list_error_reports(
-        self, scope: Scope, limit: int, after: str | None, object_id: str | None
+        self, scope: Scope, limit: int, after: str | None, where: ReportFilter
     ) -> Page[ErrorReport]:
         """Newest first; raises ``CursorNotFound("page", ...)`` for an unknown ``after``."""
 

@@ -28,6 +28,7 @@ from meterd.storage.base import (
     IdempotentResponse,
     Page,
     PageRequest,
+    ReportFilter,
 )
 from meterd.storage.sqlite_events import (
     METER_COLUMNS,
@@ -277,15 +278,24 @@ class SQLiteStore:
         return await self._run(run)
 
     async def list_error_reports(
-        self, scope: Scope, limit: int, after: str | None, object_id: str | None
+        self, scope: Scope, limit: int, after: str | None, where: ReportFilter
     ) -> Page[ErrorReport]:
         def run() -> Page[ErrorReport]:
             assert self._conn is not None
-            where = "account_id = ? AND livemode = ?"
+            sql = "account_id = ? AND livemode = ?"
             args: list[Any] = [scope.account_id, scope.livemode]
-            if object_id is not None:
-                where += " AND meter_id = ?"
-                args.append(object_id)
+            if where.object_id is not None:
+                sql += " AND meter_id = ?"
+                args.append(where.object_id)
+            if where.types:
+                sql += f" AND type IN ({', '.join('?' * len(where.types))})"
+                args.extend(where.types)
+            if where.created_after is not None:
+                sql += " AND created >= ?"
+                args.append(where.created_after)
+            if where.created_before is not None:
+                sql += " AND created <= ?"
+                args.append(where.created_before)
             if after is not None:
                 row = self._conn.execute(
                     "SELECT seq FROM error_reports WHERE id = ? AND account_id = ? "
@@ -294,11 +304,10 @@ class SQLiteStore:
                 ).fetchone()
                 if row is None:
                     raise CursorNotFound("page", after)
-                where += " AND seq < ?"
+                sql += " AND seq < ?"
                 args.append(row[0])
             rows = self._conn.execute(
-                f"SELECT {REPORT_COLUMNS} FROM error_reports WHERE {where} "
-                "ORDER BY seq DESC LIMIT ?",
+                f"SELECT {REPORT_COLUMNS} FROM error_reports WHERE {sql} ORDER BY seq DESC LIMIT ?",
                 [*args, limit + 1],
             ).fetchall()
             reports = [report_from_row(row) for row in rows]

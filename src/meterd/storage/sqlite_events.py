@@ -17,7 +17,7 @@ from meterd.metering.error_reports import ErrorReport, ErrorType
 from meterd.metering.meters import Meter
 from meterd.metering.rollups import Rollup, RollupKey, StoredEvent
 from meterd.scope import Scope
-from meterd.storage.base import IdentifierRecord, RawEvent
+from meterd.storage.base import IdentifierRecord, RawEvent, Reservation
 
 METER_COLUMNS = (
     "id, account_id, livemode, display_name, event_name, formula, customer_key, value_key, "
@@ -71,17 +71,18 @@ class SQLiteEventTransaction:
 
     def identifier(self, scope: Scope, identifier: str) -> IdentifierRecord | None:
         row = self.conn.execute(
-            "SELECT received, event_seq FROM event_identifiers "
+            "SELECT received, event_seq, uncounted_event_name FROM event_identifiers "
             "WHERE account_id = ? AND livemode = ? AND identifier = ?",
             (scope.account_id, scope.livemode, identifier),
         ).fetchone()
-        return IdentifierRecord(row[0], row[1]) if row else None
+        return IdentifierRecord(row[0], row[1], row[2]) if row else None
 
-    def reserve_identifiers(self, rows: Sequence[tuple[Scope, str, int, int | None]]) -> None:
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO event_identifiers "
-            "(account_id, livemode, identifier, received, event_seq) VALUES (?, ?, ?, ?, ?)",
-            [(s.account_id, s.livemode, ident, at, seq) for s, ident, at, seq in rows],
+    def reserve_identifiers(self, rows: Sequence[Reservation]) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO event_identifiers (account_id, livemode, identifier, "
+            "received, event_seq, uncounted_event_name) SELECT value ->> 0, value ->> 1, "
+            "value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?)",
+            (_json([(r.scope.account_id, r.scope.livemode, *r[1:]) for r in rows]),),
         )
 
     def next_event_seq(self) -> int:
@@ -89,9 +90,12 @@ class SQLiteEventTransaction:
         return int(row[0] or 0) + 1
 
     def append_events(self, events: Sequence[RawEvent]) -> None:
-        self.conn.executemany(
-            f"INSERT INTO meter_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            events,
+        """One statement for the whole batch: the rows travel as one JSON array."""
+        self.conn.execute(
+            f"INSERT INTO meter_events ({_EVENT_COLUMNS}) SELECT value ->> 0, value ->> 1, "
+            "value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, "
+            "value ->> 8 FROM json_each(?)",
+            (_json(events),),
         )
 
     def event(self, seq: int) -> RawEvent:
@@ -120,11 +124,15 @@ class SQLiteEventTransaction:
         added: list[tuple[object, ...]] = []
         replaced: list[tuple[object, ...]] = []
         for key, r in deltas.items():
-            row = (*key, r.count, str(r.total), r.latest_ts, r.latest_seq, str(r.latest_value))
-            (replaced if key.meter_seq in windowed else added).append(row)
+            row = (*key, r.count, db_int(r.total), r.latest_ts, r.latest_seq)
+            (replaced if key.meter_seq in windowed else added).append(
+                (*row, db_int(r.latest_value))
+            )
         insert = (
             "INSERT INTO meter_rollups (meter_seq, customer, size, bucket, "
-            f"{_ROLLUP_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"{_ROLLUP_VALUES}) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, "
+            "value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8 "
+            "FROM json_each(?) WHERE true "
             "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
         )
         newer = "(excluded.latest_ts, excluded.latest_seq) > (latest_ts, latest_seq)"
@@ -134,16 +142,16 @@ class SQLiteEventTransaction:
             f"latest_value = CASE WHEN {newer} THEN excluded.latest_value ELSE latest_value END"
         )
         if added:
-            self.conn.executemany(
+            self.conn.execute(
                 insert + "event_count = event_count + excluded.event_count, "
-                f"total = meterd_add(total, excluded.total), {latest}",
-                added,
+                f"total = {_SAFE_ADD}, {latest}",
+                (_json(added),),
             )
         if replaced:
-            self.conn.executemany(
+            self.conn.execute(
                 insert + f"event_count = excluded.event_count, total = CASE WHEN {newer} "
                 f"THEN excluded.total ELSE total END, {latest}",
-                replaced,
+                (_json(replaced),),
             )
 
     def rollups(self, keys: Sequence[RollupKey]) -> dict[RollupKey, Rollup]:
@@ -170,7 +178,7 @@ class SQLiteEventTransaction:
 
     def put_rollups(self, rows: dict[RollupKey, Rollup | None]) -> None:
         upserts = [
-            (*key, r.count, str(r.total), r.latest_ts, r.latest_seq, str(r.latest_value))
+            (*key, r.count, db_int(r.total), r.latest_ts, r.latest_seq, db_int(r.latest_value))
             for key, r in rows.items()
             if r is not None
         ]
@@ -233,13 +241,27 @@ class SQLiteEventTransaction:
         return [raw_from_row(row) for row in rows]
 
 
+_HALF_INT64 = 2**62
+_SAFE_ADD = (
+    "CASE WHEN typeof(total) = 'integer' AND typeof(excluded.total) = 'integer' "
+    f"AND abs(total) < {_HALF_INT64} AND abs(excluded.total) < {_HALF_INT64} "
+    "THEN total + excluded.total ELSE meterd_add(total, excluded.total) END"
+)
+"""Native addition while it cannot overflow (SQLite would turn an overflow into a float)."""
+
+
 def _json(value: object) -> str:
     return msgspec.json.encode(value).decode()
 
 
-def add_scaled(a: str | int, b: str | int) -> str:
+def db_int(value: int) -> int | str:
+    """A scaled value as SQLite keeps it: an integer, or decimal text beyond 64 bits."""
+    return value if -_HALF_INT64 < value < _HALF_INT64 else str(value)
+
+
+def add_scaled(a: str | int, b: str | int) -> int | str:
     """``meterd_add``: the SQL function that adds two scaled decimals exactly."""
-    return str(int(a) + int(b))
+    return db_int(int(a) + int(b))
 
 
 def register_functions(conn: sqlite3.Connection) -> None:

@@ -19,30 +19,33 @@ CREATE TABLE meter_events (
 CREATE INDEX meter_events_by_bucket ON meter_events (bucket, meter_seq, customer);
 
 -- Identifiers seen in the last 24 hours (pruned as they age): dedup and cancellation.
+-- A counted event points at its raw row; one that only raised an error report keeps its name.
 CREATE TABLE event_identifiers (
   account_id TEXT NOT NULL,
   livemode BOOLEAN NOT NULL,
   identifier TEXT NOT NULL,
   received BIGINT NOT NULL,
   event_seq BIGINT,
+  uncounted_event_name TEXT,
   PRIMARY KEY (account_id, livemode, identifier)
 ) @WITHOUT_ROWID@;
 
 CREATE INDEX event_identifiers_by_age ON event_identifiers (received);
 
 -- Rollups per (meter, customer, size, bucket). Meters without an event_time_window keep sizes
--- 60 and 3600 (count, exact scaled sum, latest event); windowed meters keep one row per window
--- holding the event that counts there. Scaled integers too large for 64 bits are stored as text.
+-- 60, 3600 and 86400 (count, exact scaled sum, latest event); windowed meters keep one row per
+-- window holding the event that counts there. Scaled values are integers, or decimal text when
+-- they outgrow 64 bits (@SCALED@ leaves SQLite's column untyped so integers stay integers).
 CREATE TABLE meter_rollups (
   meter_seq BIGINT NOT NULL,
   customer TEXT NOT NULL,
   size INTEGER NOT NULL,
   bucket BIGINT NOT NULL,
   event_count BIGINT NOT NULL,
-  total TEXT NOT NULL,
+  total @SCALED@ NOT NULL,
   latest_ts BIGINT NOT NULL,
   latest_seq BIGINT NOT NULL,
-  latest_value TEXT NOT NULL,
+  latest_value @SCALED@ NOT NULL,
   PRIMARY KEY (meter_seq, customer, size, bucket)
 ) @WITHOUT_ROWID@;
 
