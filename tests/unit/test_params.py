@@ -434,3 +434,26 @@ def test_fuzz_json_values_raise_only_invalid_request(data: Any, into: type[Any])
     except InvalidRequestError as error:
         assert error.http_status == 400
         assert error.message
+
+
+class Payload(msgspec.Struct, forbid_unknown_fields=True):
+    payload: dict[str, Annotated[str, msgspec.Meta(max_length=5)]]
+
+
+@pytest.mark.parametrize(
+    ("payload", "from_form", "param"),
+    [
+        ({"a": "ok", "b": "too long"}, True, "payload[b]"),
+        ({"a": "too long", "b": "ok"}, True, "payload[a]"),
+        ({"a": "ok", "b": 3}, False, "payload[b]"),
+        ({"a": None, "b": "ok"}, False, "payload[a]"),
+    ],
+)
+def test_a_bad_dict_value_is_named_by_its_key(
+    payload: dict[str, Any], from_form: bool, param: str
+) -> None:
+    """msgspec says only ``$.payload[...]``; the param must still name the offending key."""
+    with pytest.raises(InvalidRequestError) as caught:
+        parse_params({"payload": payload}, Payload, from_form=from_form)
+    assert caught.value.param == param
+    assert "{" not in caught.value.message
