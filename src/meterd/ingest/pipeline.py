@@ -79,7 +79,7 @@ class IngestPipeline:
         self._queue.append(_Pending(events, future))
         self.queued_events += len(events)
         self._wakeup.set()
-        return await asyncio.shield(future)
+        return await future
 
     def _take(self) -> list[_Pending]:
         taken: list[_Pending] = []

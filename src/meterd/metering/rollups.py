@@ -89,12 +89,33 @@ def merge(old: Rollup | None, new: Rollup, windowed: bool) -> Rollup:
 def fold(
     rows: dict[RollupKey, Rollup], meter: Meter, meter_seq: int, events: Iterable[StoredEvent]
 ) -> None:
-    """Add ``events`` of one meter into ``rows`` (a batch's deltas, merged in memory first)."""
+    """Add ``events`` of one meter into ``rows`` (a batch's deltas, merged in memory first).
+
+    Events go into the finest rows first; each coarser row is then merged from the finer
+    rows of the batch, so a batch costs one merge per event plus one per touched row.
+    """
     windowed = is_windowed(meter)
-    for size in sizes(meter):
-        for event in events:
-            key = RollupKey(meter_seq, event.customer, size, floor_to(event.ts, size))
-            rows[key] = merge(rows.get(key), single(event), windowed)
+    levels = sizes(meter)
+    leaf = levels[0]
+    finer: dict[RollupKey, Rollup] = {}
+    for event in events:
+        key = RollupKey(meter_seq, event.customer, leaf, event.ts - event.ts % leaf)
+        finer[key] = merge(finer.get(key), single(event), windowed)
+    _merge_into(rows, finer, windowed)
+    for size in levels[1:]:
+        coarser: dict[RollupKey, Rollup] = {}
+        for key, row in finer.items():
+            up = RollupKey(meter_seq, key.customer, size, key.bucket - key.bucket % size)
+            coarser[up] = merge(coarser.get(up), row, windowed)
+        _merge_into(rows, coarser, windowed)
+        finer = coarser
+
+
+def _merge_into(
+    rows: dict[RollupKey, Rollup], deltas: dict[RollupKey, Rollup], windowed: bool
+) -> None:
+    for key, row in deltas.items():
+        rows[key] = merge(rows.get(key), row, windowed)
 
 
 def recount(events: Iterable[StoredEvent], windowed: bool) -> Rollup | None:
