@@ -10,7 +10,6 @@ when it is full, new requests get 429 instead of growing memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections import deque
@@ -53,20 +52,23 @@ class IngestPipeline:
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="meterd-ingest")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop."""
+        """Finish the commit under way and everything queued, then stop.
+
+        The loop is asked to stop rather than cancelled: a cancelled commit would leave its
+        requests waiting forever while the store's thread might still commit their events.
+        """
         if self._task is None:
             return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        self._stopping = True
+        self._wakeup.set()
+        await self._task
         self._task = None
-        while self._queue:
-            await self._commit(self._take())
 
     async def submit(self, events: Sequence[EventSubmission]) -> list[Outcome]:
         """Queue ``events`` (one request's worth) and wait until they are durably stored."""
@@ -98,9 +100,12 @@ class IngestPipeline:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                if self.queued_events < self.linger_below and self.linger_seconds > 0:
+                lingering = self.linger_seconds > 0 and not self._stopping
+                if lingering and self.queued_events < self.linger_below:
                     await asyncio.sleep(self.linger_seconds)
                 await self._commit(self._take())
+            if self._stopping:
+                return
 
     async def _commit(self, taken: list[_Pending]) -> None:
         batch = [event for pending in taken for event in pending.events]

@@ -69,9 +69,9 @@ def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
             outcomes[index] = Rejected(verdict)
         else:
             candidates[event.scope].append(event.identifier)
-    taken: dict[Scope, set[str]] = {
-        scope: tx.live_identifiers(scope, names, batch[0].created - IDENTIFIER_TTL_SECONDS)
-        for scope, names in candidates.items()
+    oldest = min(event.created for event in batch) - IDENTIFIER_TTL_SECONDS
+    taken: dict[Scope, dict[str, int]] = {
+        scope: tx.received_identifiers(scope, names, oldest) for scope, names in candidates.items()
     }
 
     seq = tx.next_event_seq()
@@ -83,10 +83,11 @@ def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
         if outcomes[index] is not None:
             continue
         seen = taken[event.scope]
-        if event.identifier in seen:
+        received = seen.get(event.identifier)
+        if received is not None and received > event.created - IDENTIFIER_TTL_SECONDS:
             outcomes[index] = Duplicate()
             continue
-        seen.add(event.identifier)
+        seen[event.identifier] = event.created
         if isinstance(verdict, Problem):
             outcomes[index] = Accepted(verdict)
             reservations.append(

@@ -160,6 +160,8 @@ def per_window(
     Unwindowed rows belong to the window holding their bucket; a windowed meter's row is one
     counted event, so it belongs where that event's timestamp falls.
     """
+    if not windows:
+        return {}
     windowed = rollups.is_windowed(meter)
     grouped: dict[Window, list[Rollup]] = {w: [] for w in windows}
     high, step = windows[0][1], windows[0][1] - windows[0][0]

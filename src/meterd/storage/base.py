@@ -110,8 +110,10 @@ class EventTransaction(Protocol):
         """The meter (and its compact integer key) that owns ``event_name`` in ``scope``."""
 
     def meter_by_seq(self, meter_seq: int) -> Meter: ...
-    def live_identifiers(self, scope: Scope, identifiers: Sequence[str], since: int) -> set[str]:
-        """Which of ``identifiers`` were received after ``since`` in ``scope``."""
+    def received_identifiers(
+        self, scope: Scope, identifiers: Sequence[str], since: int
+    ) -> dict[str, int]:
+        """When each of ``identifiers`` received after ``since`` in ``scope`` arrived."""
 
     def identifier(self, scope: Scope, identifier: str) -> IdentifierRecord | None: ...
     def reserve_identifiers(self, rows: Sequence[Reservation]) -> None:

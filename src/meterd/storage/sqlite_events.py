@@ -54,20 +54,23 @@ class SQLiteEventTransaction:
         rows = self.conn.execute(f"SELECT seq, {METER_COLUMNS} FROM meters").fetchall()
         return {row[0]: meter_from_row(row[1:]) for row in rows}
 
-    def live_identifiers(self, scope: Scope, identifiers: Sequence[str], since: int) -> set[str]:
+    def received_identifiers(
+        self, scope: Scope, identifiers: Sequence[str], since: int
+    ) -> dict[str, int]:
         if len(identifiers) == 1:
             row = self.conn.execute(
                 "SELECT received FROM event_identifiers "
                 "WHERE account_id = ? AND livemode = ? AND identifier = ?",
                 (scope.account_id, scope.livemode, identifiers[0]),
             ).fetchone()
-            return {identifiers[0]} if row is not None and row[0] > since else set()
+            return {identifiers[0]: row[0]} if row is not None and row[0] > since else {}
         rows = self.conn.execute(
-            "SELECT identifier FROM event_identifiers WHERE account_id = ? AND livemode = ? "
+            "SELECT identifier, received FROM event_identifiers "
+            "WHERE account_id = ? AND livemode = ? "
             "AND identifier IN (SELECT value FROM json_each(?)) AND received > ?",
             (scope.account_id, scope.livemode, _json(list(identifiers)), since),
         ).fetchall()
-        return {row[0] for row in rows}
+        return {row[0]: row[1] for row in rows}
 
     def identifier(self, scope: Scope, identifier: str) -> IdentifierRecord | None:
         row = self.conn.execute(
