@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,37 +18,12 @@ import pytest
 import stripe
 
 from tests.conftest import RunningServer, new_account_key
+from tests.e2e.support import new_meter, raw, unique, v1_error, v2_error
 from tests.spec import assert_matches
 
 V2 = "v2-billing-meters.json"
 HOUR = 3600
 DAY = 86400
-
-
-@pytest.fixture(scope="module")
-def shared(server: RunningServer) -> stripe.StripeClient:
-    """One account for the module; every test makes its own meter and unique identifiers."""
-    return server.client(new_account_key(server, "test"))
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
-
-
-def new_meter(client: stripe.StripeClient, formula: str = "sum", **extra: Any) -> Any:
-    return client.v1.billing.meters.create(
-        {
-            "display_name": "Adjustments under test",
-            "event_name": unique("ev"),
-            "default_aggregation": {"formula": formula},  # type: ignore[typeddict-item]
-            **extra,
-        }
-    )
-
-
-def raw(obj: stripe.StripeObject) -> Any:
-    assert obj.last_response is not None
-    return json.loads(obj.last_response.body)
 
 
 def base_hour() -> int:
@@ -116,23 +90,6 @@ def cancel_v2(client: stripe.StripeClient, event_name: str, ident: str) -> Any:
     return client.v2.billing.meter_event_adjustments.create(
         {"event_name": event_name, "type": "cancel", "cancel": {"identifier": ident}}
     )
-
-
-def v1_error(exc: pytest.ExceptionInfo[stripe.StripeError]) -> dict[str, Any]:
-    assert exc.value.http_status == 400
-    body = exc.value.json_body
-    assert body is not None
-    assert_matches(body, "error")
-    return body["error"]  # type: ignore[no-any-return]
-
-
-def v2_error(exc: pytest.ExceptionInfo[stripe.StripeError], schema: str = "v2.error") -> Any:
-    assert exc.value.http_status == 400
-    body = exc.value.json_body
-    assert body is not None
-    assert_matches(body, "v2.error", V2)
-    assert_matches(body, schema, V2)
-    return body["error"]
 
 
 # --- shapes -------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -19,30 +18,12 @@ import stripe
 from stripe.events import V1BillingMeterErrorReportTriggeredEvent, V1BillingMeterNoMeterFoundEvent
 
 from tests.conftest import RunningServer, new_account_key
+from tests.e2e.support import new_meter, raw, rfc3339, unique
 from tests.spec import assert_matches
 
 DAY = 86400
 TRIGGERED = "V1BillingMeterErrorReportTriggeredEvent"
 NO_METER = "V1BillingMeterNoMeterFoundEvent"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
-
-
-def new_meter(client: stripe.StripeClient, formula: str = "sum") -> Any:
-    return client.v1.billing.meters.create(
-        {
-            "display_name": "Errors under test",
-            "event_name": unique("ev"),
-            "default_aggregation": {"formula": formula},  # type: ignore[typeddict-item]
-        }
-    )
-
-
-def raw(obj: stripe.StripeObject) -> Any:
-    assert obj.last_response is not None
-    return json.loads(obj.last_response.body)
 
 
 def total(client: stripe.StripeClient, meter_id: str, customer: str = "c") -> Decimal:
@@ -62,10 +43,6 @@ def total(client: stripe.StripeClient, meter_id: str, customer: str = "c") -> De
 
 def reports(client: stripe.StripeClient, **params: Any) -> list[Any]:
     return list(client.v2.core.events.list(params).auto_paging_iter())  # type: ignore[arg-type]
-
-
-def rfc3339(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def wait_for_fresh_minute(needed: float = 5.0) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -20,41 +19,11 @@ import pytest
 import stripe
 
 from tests.conftest import RunningServer, new_account_key
+from tests.e2e.support import new_meter, raw, rfc3339, unique, v1_error, v2_error
 from tests.spec import assert_matches
 
 V2 = "v2-billing-meters.json"
 DAY = 86400
-
-
-@pytest.fixture(scope="module")
-def shared_key(server: RunningServer) -> str:
-    """One account for the module; every test makes its own meter and unique identifiers."""
-    return new_account_key(server, "test")
-
-
-@pytest.fixture(scope="module")
-def shared(server: RunningServer, shared_key: str) -> stripe.StripeClient:
-    return server.client(shared_key)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
-
-
-def new_meter(client: stripe.StripeClient, formula: str = "sum", **extra: Any) -> Any:
-    return client.v1.billing.meters.create(
-        {
-            "display_name": "Events under test",
-            "event_name": unique("ev"),
-            "default_aggregation": {"formula": formula},  # type: ignore[typeddict-item]
-            **extra,
-        }
-    )
-
-
-def raw(obj: stripe.StripeObject) -> Any:
-    assert obj.last_response is not None
-    return json.loads(obj.last_response.body)
 
 
 def total(client: stripe.StripeClient, meter_id: str, customer: str) -> Decimal:
@@ -69,27 +38,6 @@ def total(client: stripe.StripeClient, meter_id: str, customer: str) -> Decimal:
     body = json.loads(page.last_response.body, parse_float=Decimal)
     assert len(body["data"]) == 1
     return Decimal(body["data"][0]["aggregated_value"])
-
-
-def rfc3339(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def v1_error(exc: pytest.ExceptionInfo[stripe.StripeError]) -> dict[str, Any]:
-    assert exc.value.http_status == 400
-    body = exc.value.json_body
-    assert body is not None
-    assert_matches(body, "error")
-    return body["error"]  # type: ignore[no-any-return]
-
-
-def v2_error(exc: pytest.ExceptionInfo[stripe.StripeError], schema: str = "v2.error") -> Any:
-    assert exc.value.http_status == 400
-    body = exc.value.json_body
-    assert body is not None
-    assert_matches(body, "v2.error", V2)
-    assert_matches(body, schema, V2)
-    return body["error"]
 
 
 # --- creating events ------------------------------------------------------------------------

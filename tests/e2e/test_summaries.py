@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -18,38 +17,13 @@ import pytest
 import stripe
 
 from tests.conftest import RunningServer, new_account_key
+from tests.e2e.support import new_meter
 from tests.spec import assert_matches, assert_matches_response
 
 MINUTE = 60
 HOUR = 3600
 DAY = 86400
 LIST_PATH = "/v1/billing/meters/{id}/event_summaries"
-
-
-@pytest.fixture(scope="module")
-def shared_key(server: RunningServer) -> str:
-    """One account for the module; every test makes its own meter with a unique event name."""
-    return new_account_key(server, "test")
-
-
-@pytest.fixture(scope="module")
-def shared(server: RunningServer, shared_key: str) -> stripe.StripeClient:
-    return server.client(shared_key)
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
-
-
-def new_meter(client: stripe.StripeClient, formula: str = "sum", **extra: Any) -> Any:
-    return client.v1.billing.meters.create(
-        {
-            "display_name": "Summaries under test",
-            "event_name": unique("ev"),
-            "default_aggregation": {"formula": formula},  # type: ignore[typeddict-item]
-            **extra,
-        }
-    )
 
 
 def midnight() -> int:
