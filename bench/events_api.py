@@ -3,9 +3,10 @@
 Run: ``make bench-events`` or
 ``.venv/bin/python bench/events_api.py --seconds 10 --connections 64 [--wrk]``.
 The load generator shares the machine with the server: this process (raw asyncio streams,
-bench/loadgen.py), or with ``--wrk`` the wrk tool (C, with bench/meter_events.lua), which leaves
-more of the CPU to the server. Every request carries a unique identifier; afterwards the summaries must add up
-to exactly the number of 2xx answers (nothing lost, nothing counted twice).
+bench/loadgen.py), or with ``--wrk`` the wrk tool (C, with bench/meter_events.lua), which
+leaves more of the CPU to the server. Every request carries a unique identifier; afterwards the
+summaries must add up to exactly the number of 2xx answers (nothing lost, nothing counted
+twice).
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def run_wrk(port: int, secret: str, seconds: float, connections: int) -> int:
     """Drive the server with wrk; print its figures and return how many requests got 2xx."""
     script = Path(__file__).with_name("meter_events.lua")
     result = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script)]
-        + [f"http://127.0.0.1:{port}"],
+        [
+            *("wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency"),
+            *("-s", str(script), f"http://127.0.0.1:{port}"),
+        ],
         env={**os.environ, "METERD_BENCH_KEY": secret},
         capture_output=True,
         text=True,
