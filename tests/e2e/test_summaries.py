@@ -515,3 +515,16 @@ def test_legacy_global_style_list_event_summaries(
     assert summary.meter == meter.id
     assert hourly.has_more is True
     assert [s.aggregated_value for s in every] == [0, 3, 2]
+
+
+def test_a_cursor_past_either_end_gives_an_empty_page(shared: stripe.StripeClient) -> None:
+    meter = new_meter(shared)
+    start = day0()
+    page = listing(shared, meter.id, start, start + 7200, value_grouping_window="hour")
+    newest, oldest = page.data[0].id, page.data[-1].id
+    for cursor in ({"starting_after": oldest}, {"ending_before": newest}):
+        empty = listing(
+            shared, meter.id, start, start + 7200, value_grouping_window="hour", **cursor
+        )
+        assert body_of(empty)["data"] == []
+        assert empty.has_more is False
