@@ -29,6 +29,7 @@ from meterd.storage import Store
 T = TypeVar("T")
 
 Handler = Callable[["ApiCall"], Awaitable[dict[str, Any]]]
+EventHandler = Callable[["ApiCall"], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -76,14 +77,28 @@ def v2(handler: Handler) -> Endpoint:
     return _endpoint(handler, "v2")
 
 
+def event_write(handler: EventHandler, version: ApiVersion) -> Endpoint:
+    """For endpoints that write events: the handler keeps the Idempotency-Key itself.
+
+    It hands the key to the ingest pipeline, which checks and stores it in the same
+    transaction as the events (see :mod:`meterd.ingest.writes`), instead of two more.
+    """
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(await _call(request, version))
+        except StripeError as error:
+            return error_response(error, version)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
 def _endpoint(handler: Handler, version: ApiVersion) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         try:
-            store: Store = request.app.state.store
-            settings: Settings = request.app.state.settings
-            scope = await authenticate(request, store, version)
-            params = await read_params(request, version, settings.max_body_bytes)
-            call = ApiCall(request, store, scope, params, version)
+            call = await _call(request, version)
             key = request.headers.get("idempotency-key")
             if key is not None and request.method in ("POST", "DELETE"):
                 return await idempotency.run_once(call, key, handler)
@@ -94,6 +109,14 @@ def _endpoint(handler: Handler, version: ApiVersion) -> Endpoint:
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__
     return endpoint
+
+
+async def _call(request: Request, version: ApiVersion) -> ApiCall:
+    store: Store = request.app.state.store
+    settings: Settings = request.app.state.settings
+    scope = await authenticate(request, store, version)
+    params = await read_params(request, version, settings.max_body_bytes)
+    return ApiCall(request, store, scope, params, version)
 
 
 async def read_params(request: Request, version: ApiVersion, max_body_bytes: int) -> Any:

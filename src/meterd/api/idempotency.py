@@ -35,32 +35,52 @@ def fingerprint(method: str, path: str, params: Any) -> str:
     return hashlib.sha256(canonical).hexdigest()
 
 
-async def run_once(
-    call: ApiCall, key: str, handler: Callable[[ApiCall], Awaitable[dict[str, Any]]]
-) -> Response:
+def check_key(key: str) -> None:
     if not key or len(key) > MAX_KEY_LENGTH:
         raise InvalidRequestError(
             f"Invalid Idempotency-Key: it must be 1 to {MAX_KEY_LENGTH} characters long.",
             param="Idempotency-Key",
         )
+
+
+def reused(key: str) -> IdempotencyError:
+    return IdempotencyError(
+        "Keys for idempotent requests can only be used with the same parameters they "
+        f"were first used with. Try using a key other than '{key}' if you meant to "
+        "execute a different request."
+    )
+
+
+def in_use() -> IdempotencyError:
+    return IdempotencyError(
+        "There is currently another in-progress request using this idempotency key. "
+        "Try again later.",
+        code="idempotency_key_in_use",
+    )
+
+
+def replay(status: int, body: bytes) -> Response:
+    return encoded_response(body, status, {"Idempotent-Replayed": "true"})
+
+
+async def run_once(
+    call: ApiCall, key: str, handler: Callable[[ApiCall], Awaitable[dict[str, Any]]]
+) -> Response:
+    """The general path: claim the key in its own transaction, run, store the answer.
+
+    Event writes keep their keys inside the group commit instead (``ingest.writes``).
+    """
+    check_key(key)
     store, scope = call.store, call.scope
     digest = fingerprint(call.request.method, call.request.url.path, call.params)
     deadline = time.monotonic() + WAIT_SECONDS
     while (prior := await store.claim_idempotency_key(scope, key, digest, call.now)) is not None:
         if prior.fingerprint != digest:
-            raise IdempotencyError(
-                "Keys for idempotent requests can only be used with the same parameters they "
-                f"were first used with. Try using a key other than '{key}' if you meant to "
-                "execute a different request."
-            )
+            raise reused(key)
         if prior.status is not None and prior.body is not None:
-            return encoded_response(prior.body, prior.status, {"Idempotent-Replayed": "true"})
+            return replay(prior.status, prior.body)
         if time.monotonic() >= deadline:
-            raise IdempotencyError(
-                "There is currently another in-progress request using this idempotency key. "
-                "Try again later.",
-                code="idempotency_key_in_use",
-            )
+            raise in_use()
         await asyncio.sleep(POLL_SECONDS)
     try:
         body = await handler(call)

@@ -12,17 +12,22 @@ from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
+from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from meterd.api.endpoint import ApiCall, resource, v1, v2
+from meterd.api import idempotency
+from meterd.api.endpoint import ApiCall, event_write, resource
+from meterd.api.responses import encoded_response
 from meterd.errors import InvalidRequestError
-from meterd.ingest.writes import Duplicate, Outcome, Rejected
+from meterd.ingest.writes import Duplicate, KeyInUse, KeyReused, Rejected, Replayed
 from meterd.metering.error_reports import rfc3339
-from meterd.metering.events import EventSubmission, Origin
+from meterd.metering.events import EventSubmission, IdempotentWrite, Origin
 
 EventName = Annotated[str, Meta(min_length=1, max_length=100)]
 Identifier = Annotated[str, Meta(min_length=1, max_length=100)]
 Payload = dict[str, Annotated[str, Meta(max_length=100)]]
+
+_encoder = msgspec.json.Encoder()
 
 
 class CreateEventV1Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -65,6 +70,34 @@ def submission(
     )
 
 
+async def submit(call: ApiCall, event: EventSubmission, body: dict[str, Any]) -> Response:
+    """Write one event (with the caller's Idempotency-Key, if any) and answer for it."""
+    encoded = _encoder.encode(body)
+    key = call.request.headers.get("idempotency-key")
+    if key is not None:
+        idempotency.check_key(key)
+        digest = idempotency.fingerprint("POST", call.request.url.path, call.params)
+        event = msgspec.structs.replace(event, idempotency=IdempotentWrite(key, digest, encoded))
+    [outcome] = await call.pipeline.submit([event])
+    if isinstance(outcome, Replayed):
+        return idempotency.replay(outcome.status, outcome.body)
+    if isinstance(outcome, KeyReused):
+        raise idempotency.reused(key or "")
+    if isinstance(outcome, KeyInUse):
+        raise idempotency.in_use()
+    if isinstance(outcome, Duplicate):
+        if event.origin == "v1":
+            raise duplicate_v1(event.identifier)
+        raise InvalidRequestError(
+            f"An event with identifier {event.identifier} was already submitted in the last "
+            "24 hours; a duplicate identifier has already been submitted.",
+            code="duplicate_meter_event",
+        )
+    if isinstance(outcome, Rejected):
+        raise InvalidRequestError(outcome.problem.message, code=outcome.problem.v2_code)
+    return encoded_response(encoded)
+
+
 def duplicate_v1(identifier: str) -> InvalidRequestError:
     return InvalidRequestError(
         f"An event already exists with identifier {identifier}.",
@@ -97,7 +130,7 @@ def v2_event_object(event: EventSubmission) -> dict[str, Any]:
     }
 
 
-async def create_event_v1(call: ApiCall) -> dict[str, Any]:
+async def create_event_v1(call: ApiCall) -> Response:
     params = call.parse(CreateEventV1Params)
     event = submission(
         call,
@@ -107,13 +140,10 @@ async def create_event_v1(call: ApiCall) -> dict[str, Any]:
         timestamp=params.timestamp,
         origin="v1",
     )
-    [outcome] = await call.pipeline.submit([event])
-    if isinstance(outcome, Duplicate):
-        raise duplicate_v1(event.identifier)
-    return v1_event_object(event)
+    return await submit(call, event, v1_event_object(event))
 
 
-async def create_event_v2(call: ApiCall) -> dict[str, Any]:
+async def create_event_v2(call: ApiCall) -> Response:
     params = call.parse(CreateEventV2Params)
     timestamp: int | UnsetType = UNSET
     if params.timestamp is not UNSET:
@@ -131,23 +161,10 @@ async def create_event_v2(call: ApiCall) -> dict[str, Any]:
         timestamp=timestamp,
         origin="v2",
     )
-    [outcome] = await call.pipeline.submit([event])
-    raise_for_v2(outcome, event)
-    return v2_event_object(event)
-
-
-def raise_for_v2(outcome: Outcome, event: EventSubmission) -> None:
-    if isinstance(outcome, Duplicate):
-        raise InvalidRequestError(
-            f"An event with identifier {event.identifier} was already submitted in the last "
-            "24 hours; a duplicate identifier has already been submitted.",
-            code="duplicate_meter_event",
-        )
-    if isinstance(outcome, Rejected):
-        raise InvalidRequestError(outcome.problem.message, code=outcome.problem.v2_code)
+    return await submit(call, event, v2_event_object(event))
 
 
 routes: list[BaseRoute] = [
-    resource("/v1/billing/meter_events", POST=v1(create_event_v1)),
-    resource("/v2/billing/meter_events", POST=v2(create_event_v2)),
+    resource("/v1/billing/meter_events", POST=event_write(create_event_v1, "v1")),
+    resource("/v2/billing/meter_events", POST=event_write(create_event_v2, "v2")),
 ]

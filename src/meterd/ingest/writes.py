@@ -25,7 +25,13 @@ from meterd.metering.events import (
 from meterd.metering.meters import Meter
 from meterd.metering.rollups import Rollup, RollupKey, StoredEvent
 from meterd.scope import Scope
-from meterd.storage.base import EventTransaction, RawEvent, Reservation
+from meterd.storage.base import (
+    IDEMPOTENCY_TTL_SECONDS,
+    EventTransaction,
+    IdempotentResponse,
+    RawEvent,
+    Reservation,
+)
 
 
 class Accepted(msgspec.Struct, frozen=True):
@@ -44,7 +50,22 @@ class Rejected(msgspec.Struct, frozen=True):
     problem: Problem
 
 
-Outcome = Accepted | Duplicate | Rejected
+class Replayed(msgspec.Struct, frozen=True):
+    """The Idempotency-Key already has an answer: send it again, store nothing."""
+
+    status: int
+    body: bytes
+
+
+class KeyReused(msgspec.Struct, frozen=True):
+    """The Idempotency-Key was first used with other parameters."""
+
+
+class KeyInUse(msgspec.Struct, frozen=True):
+    """Another request holding the Idempotency-Key has not answered yet."""
+
+
+Outcome = Accepted | Duplicate | Rejected | Replayed | KeyReused | KeyInUse
 
 
 class CancelRefused(Exception):
@@ -52,7 +73,67 @@ class CancelRefused(Exception):
 
 
 def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
+    """Store a batch of events and the answers kept under their Idempotency-Keys, in one go.
+
+    A key seen in the last 24 hours replays its answer (or is refused if the parameters
+    differ); a key used twice in one batch runs once, and the second request gets the first
+    one's answer. Successful answers are stored in the same transaction as the events.
+    """
+    outcomes: list[Outcome | None] = [None] * len(batch)
+    first: dict[tuple[Scope, str], int] = {}
+    followers: dict[int, int] = {}
+    for index, event in enumerate(batch):
+        write = event.idempotency
+        if write is None:
+            continue
+        key = (event.scope, write.key)
+        if key in first:
+            leading = batch[first[key]].idempotency
+            assert leading is not None
+            if leading.fingerprint != write.fingerprint:
+                outcomes[index] = KeyReused()
+            else:
+                followers[index] = first[key]
+            continue
+        record = tx.idempotency_record(event.scope, write.key)
+        if record is not None and record.created > event.created - IDEMPOTENCY_TTL_SECONDS:
+            if record.fingerprint != write.fingerprint:
+                outcomes[index] = KeyReused()
+            elif record.status is None or record.body is None:
+                outcomes[index] = KeyInUse()
+            else:
+                outcomes[index] = Replayed(record.status, record.body)
+            continue
+        first[key] = index
+    if not first and not any(outcomes):
+        return _ingest(tx, batch)
+    run = [i for i, o in enumerate(outcomes) if o is None and i not in followers]
+    for index, outcome in zip(run, _ingest(tx, [batch[i] for i in run]), strict=True):
+        outcomes[index] = outcome
+    for index, leader in followers.items():
+        done = outcomes[leader]
+        write = batch[leader].idempotency
+        assert write is not None
+        outcomes[index] = Replayed(200, write.body) if isinstance(done, Accepted) else done
+    answered: list[tuple[Scope, str, IdempotentResponse]] = []
+    for (scope, name), index in first.items():
+        write = batch[index].idempotency
+        if isinstance(outcomes[index], Accepted) and write is not None:
+            record = IdempotentResponse(
+                fingerprint=write.fingerprint,
+                created=batch[index].created,
+                status=200,
+                body=write.body,
+            )
+            answered.append((scope, name, record))
+    tx.put_idempotency_records(answered)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
     """Store a batch of events: dedup, raw rows, rollups and error reports, in one go."""
+    if not batch:
+        return []
     meters: dict[tuple[Scope, str], tuple[Meter, int] | None] = {}
     verdicts: list[Counted | Problem] = []
     for event in batch:

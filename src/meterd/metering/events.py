@@ -23,6 +23,18 @@ IDENTIFIER_TTL_SECONDS = 24 * 3600
 CANCEL_WINDOW_SECONDS = 24 * 3600
 
 
+class IdempotentWrite(msgspec.Struct, frozen=True):
+    """What to keep under the caller's Idempotency-Key if the event is accepted.
+
+    Stored in the same transaction as the event, so an event request with a key costs no
+    more commits than one without.
+    """
+
+    key: str
+    fingerprint: str
+    body: bytes
+
+
 class EventSubmission(msgspec.Struct, frozen=True, kw_only=True):
     """One event as a request handed it over, after its shape was checked."""
 
@@ -33,6 +45,7 @@ class EventSubmission(msgspec.Struct, frozen=True, kw_only=True):
     timestamp: int
     created: int
     origin: Origin
+    idempotency: IdempotentWrite | None = None
 
 
 class Problem(msgspec.Struct, frozen=True):

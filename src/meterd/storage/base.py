@@ -139,6 +139,12 @@ class EventTransaction(Protocol):
     def put_rollups(self, rows: dict[RollupKey, Rollup | None]) -> None:
         """Upsert each row; ``None`` deletes it."""
 
+    def idempotency_record(self, scope: Scope, key: str) -> IdempotentResponse | None: ...
+    def put_idempotency_records(
+        self, rows: Sequence[tuple[Scope, str, IdempotentResponse]]
+    ) -> None:
+        """Store finished answers under their keys (replacing expired records)."""
+
     def error_report(
         self, scope: Scope, type: str, event_name: str, window_start: int
     ) -> ErrorReport | None: ...

@@ -17,7 +17,7 @@ from meterd.metering.error_reports import ErrorReport, ErrorType
 from meterd.metering.meters import Meter
 from meterd.metering.rollups import Rollup, RollupKey, StoredEvent
 from meterd.scope import Scope
-from meterd.storage.base import IdentifierRecord, RawEvent, Reservation
+from meterd.storage.base import IdempotentResponse, IdentifierRecord, RawEvent, Reservation
 
 METER_COLUMNS = (
     "id, account_id, livemode, display_name, event_name, formula, customer_key, value_key, "
@@ -190,6 +190,29 @@ class SQLiteEventTransaction:
             "DELETE FROM meter_rollups "
             "WHERE meter_seq = ? AND customer = ? AND size = ? AND bucket = ?",
             [key for key, r in rows.items() if r is None],
+        )
+
+    def idempotency_record(self, scope: Scope, key: str) -> IdempotentResponse | None:
+        row = self.conn.execute(
+            "SELECT fingerprint, created, status, body FROM idempotency_keys "
+            "WHERE account_id = ? AND livemode = ? AND key = ?",
+            (scope.account_id, scope.livemode, key),
+        ).fetchone()
+        if row is None:
+            return None
+        return IdempotentResponse(fingerprint=row[0], created=row[1], status=row[2], body=row[3])
+
+    def put_idempotency_records(
+        self, rows: Sequence[tuple[Scope, str, IdempotentResponse]]
+    ) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO idempotency_keys "
+            "(account_id, livemode, key, fingerprint, created, status, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (s.account_id, s.livemode, key, r.fingerprint, r.created, r.status, r.body)
+                for s, key, r in rows
+            ],
         )
 
     def error_report(
