@@ -30,7 +30,7 @@ from tests.conftest import start_server, stop_server
 CUSTOMERS = 100
 
 
-def run_wrk(port: int, secret: str, seconds: float, connections: int) -> int:
+def run_wrk(port: int, secret: str, seconds: float, connections: int, keys: bool) -> int:
     """Drive the server with wrk; print its figures and return how many requests got 2xx."""
     script = Path(__file__).with_name("meter_events.lua")
     result = subprocess.run(
@@ -38,7 +38,11 @@ def run_wrk(port: int, secret: str, seconds: float, connections: int) -> int:
             *("wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "--latency"),
             *("-s", str(script), f"http://127.0.0.1:{port}"),
         ],
-        env={**os.environ, "METERD_BENCH_KEY": secret},
+        env={
+            **os.environ,
+            "METERD_BENCH_KEY": secret,
+            "METERD_BENCH_IDEMPOTENCY": "1" if keys else "0",
+        },
         capture_output=True,
         text=True,
         check=True,
@@ -56,7 +60,7 @@ def run_wrk(port: int, secret: str, seconds: float, connections: int) -> int:
     return ok
 
 
-async def main(seconds: float, connections: int, use_wrk: bool) -> None:
+async def main(seconds: float, connections: int, use_wrk: bool, keys: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         server = start_server(f"sqlite:///{folder}/bench.db")
         try:
@@ -80,12 +84,13 @@ async def main(seconds: float, connections: int, use_wrk: bool) -> None:
                     f"event_name=api_call&identifier=bench-{n}"
                     f"&payload[stripe_customer_id]=cus_{n % CUSTOMERS}&payload[value]=1"
                 )
+                headers = {**form, "Idempotency-Key": f"key-{n}"} if keys else form
                 return await connection.request(
-                    "POST", "/v1/billing/meter_events", form, body.encode()
+                    "POST", "/v1/billing/meter_events", headers, body.encode()
                 )
 
             if use_wrk:
-                count = run_wrk(port, server.secret_key, seconds, connections)
+                count = run_wrk(port, server.secret_key, seconds, connections, keys)
             else:
                 count, latencies = await drive(port, send, seconds, connections)
                 report("v1 meter event", count, latencies, seconds)
@@ -120,6 +125,12 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--wrk", action="store_true", help="use wrk as the load generator")
+    parser.add_argument(
+        "--idempotency-keys",
+        action="store_true",
+        help="send an Idempotency-Key with every request, as the Stripe SDKs do",
+    )
     args = parser.parse_args()
-    print(f"v1 meter events on SQLite, {args.connections} connections, {args.seconds:.0f} s")
-    asyncio.run(main(args.seconds, args.connections, args.wrk))
+    keyed = ", each with an Idempotency-Key" if args.idempotency_keys else ""
+    print(f"v1 meter events on SQLite, {args.connections} connections, {args.seconds:.0f} s{keyed}")
+    asyncio.run(main(args.seconds, args.connections, args.wrk, args.idempotency_keys))
