@@ -23,6 +23,26 @@ def random_base62(length: int) -> str:
     return "".join(chars)
 
 
+def base62(number: int) -> str:
+    """A non-negative integer in base62 (shortest form)."""
+    digits = []
+    while number:
+        number, rest = divmod(number, 62)
+        digits.append(_ALPHABET[rest])
+    return "".join(reversed(digits)) or "0"
+
+
+def from_base62(text: str) -> int:
+    """The inverse of :func:`base62`; raises ``ValueError`` on a character outside it."""
+    number = 0
+    for char in text:
+        digit = _ALPHABET.find(char)
+        if digit < 0:
+            raise ValueError(text)
+        number = number * 62 + digit
+    return number
+
+
 def object_id(prefix: str, livemode: bool, length: int = 32) -> str:
     """``mtr_test_...`` in test mode and ``mtr_...`` in live mode, as Stripe's examples show."""
     mode = "" if livemode else "test_"

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections import deque
 from collections.abc import Sequence
 
@@ -24,6 +23,9 @@ log = logging.getLogger("meterd.ingest")
 
 DEFAULT_MAX_QUEUED_EVENTS = 100_000
 DEFAULT_MAX_BATCH_EVENTS = 10_000
+DEFAULT_LINGER_SECONDS = 0.001
+"""How long a small batch waits for company before it commits (measured: 1 ms beat none)."""
+LINGER_BELOW_EVENTS = 256
 
 
 class _Pending:
@@ -40,13 +42,13 @@ class IngestPipeline:
         store: Store,
         max_queued_events: int = DEFAULT_MAX_QUEUED_EVENTS,
         max_batch_events: int = DEFAULT_MAX_BATCH_EVENTS,
+        linger_seconds: float = DEFAULT_LINGER_SECONDS,
     ) -> None:
         self.store = store
         self.max_queued_events = max_queued_events
         self.max_batch_events = max_batch_events
         self.queued_events = 0
-        self.linger_seconds = float(os.environ.get("METERD_LINGER", "0.001"))
-        self.linger_below = 256
+        self.linger_seconds = linger_seconds
         self.batches_committed = 0
         self.events_committed = 0
         self._queue: deque[_Pending] = deque()
@@ -101,7 +103,7 @@ class IngestPipeline:
             self._wakeup.clear()
             while self._queue:
                 lingering = self.linger_seconds > 0 and not self._stopping
-                if lingering and self.queued_events < self.linger_below:
+                if lingering and self.queued_events < LINGER_BELOW_EVENTS:
                     await asyncio.sleep(self.linger_seconds)
                 await self._commit(self._take())
             if self._stopping:

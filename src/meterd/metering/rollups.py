@@ -130,15 +130,5 @@ def combine(rows: Iterable[Rollup]) -> Rollup | None:
     """Rows of disjoint buckets into one (for windowed meters each row is one counted event)."""
     result: Rollup | None = None
     for row in rows:
-        if result is None:
-            result = row
-            continue
-        latest = row if row.latest > result.latest else result
-        result = Rollup(
-            result.count + row.count,
-            result.total + row.total,
-            latest.latest_ts,
-            latest.latest_seq,
-            latest.latest_value,
-        )
+        result = merge(result, row, windowed=False)
     return result

@@ -10,6 +10,7 @@ import hashlib
 from decimal import Decimal
 from typing import Literal
 
+from meterd import ids
 from meterd.errors import InvalidRequestError
 from meterd.metering import rollups, values
 from meterd.metering.meters import Meter
@@ -20,6 +21,8 @@ GROUPING_SECONDS: dict[str, int] = {"hour": HOUR, "day": DAY}
 
 MAX_TIMESTAMP = 253402300799
 """9999-12-31T23:59:59Z: beyond it no calendar, and no 64-bit database column, can follow."""
+
+_START_DIGITS = 7  # 62**7 > MAX_TIMESTAMP
 
 Window = tuple[int, int]
 Span = tuple[int, int, int]
@@ -78,8 +81,8 @@ def summary_id(meter: Meter, customer: str, window: Window) -> str:
         f"{meter.id}\x00{customer}\x00{window[0]}\x00{window[1]}".encode(), digest_size=12
     ).digest()
     mode = "" if meter.livemode else "test_"
-    hashed = _base62(int.from_bytes(digest, "big")).rjust(17, "0")
-    return f"mtrusg_{mode}{hashed}{_base62(window[0]).rjust(_START_DIGITS, '0')}"
+    hashed = ids.base62(int.from_bytes(digest, "big")).rjust(17, "0")
+    return f"mtrusg_{mode}{hashed}{ids.base62(window[0]).rjust(_START_DIGITS, '0')}"
 
 
 def index_of(
@@ -92,7 +95,7 @@ def index_of(
 ) -> int | None:
     """Where a summary id sits in this query's windows (newest first), or None."""
     try:
-        window_start = _from_base62(summary[-_START_DIGITS:])
+        window_start = ids.from_base62(summary[-_START_DIGITS:])
     except ValueError:
         return None
     if grouping is None:
@@ -182,25 +185,3 @@ def aggregated_value(meter: Meter, row: Rollup | None) -> int | Decimal:
     if meter.formula == "sum":
         return values.as_number(row.total)
     return values.as_number(row.latest_value)
-
-
-_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_START_DIGITS = 7  # 62**7 > MAX_TIMESTAMP
-
-
-def _from_base62(text: str) -> int:
-    number = 0
-    for char in text:
-        digit = _ALPHABET.find(char)
-        if digit < 0:
-            raise ValueError(text)
-        number = number * 62 + digit
-    return number
-
-
-def _base62(number: int) -> str:
-    digits = []
-    while number:
-        number, rest = divmod(number, 62)
-        digits.append(_ALPHABET[rest])
-    return "".join(reversed(digits)) or "0"

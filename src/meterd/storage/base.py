@@ -132,7 +132,6 @@ class EventTransaction(Protocol):
         ``windowed`` names the meters (by compact key) whose rows keep only the newest event.
         """
 
-    def rollups(self, keys: Sequence[RollupKey]) -> dict[RollupKey, Rollup]: ...
     def rollup_range(
         self, meter_seq: int, customer: str, size: int, first: int, end: int
     ) -> list[Rollup]: ...

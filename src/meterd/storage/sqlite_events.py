@@ -153,18 +153,6 @@ class SQLiteEventTransaction:
                 replaced,
             )
 
-    def rollups(self, keys: Sequence[RollupKey]) -> dict[RollupKey, Rollup]:
-        found: dict[RollupKey, Rollup] = {}
-        for key in keys:
-            row = self.conn.execute(
-                f"SELECT {_ROLLUP_VALUES} FROM meter_rollups "
-                "WHERE meter_seq = ? AND customer = ? AND size = ? AND bucket = ?",
-                key,
-            ).fetchone()
-            if row is not None:
-                found[key] = rollup_from_row(row)
-        return found
-
     def rollup_range(
         self, meter_seq: int, customer: str, size: int, first: int, end: int
     ) -> list[Rollup]:
