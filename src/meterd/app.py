@@ -15,7 +15,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from meterd import ids
-from meterd.api import adjustments, core_events, meter_events, meters_v1, summaries
+from meterd.api import (
+    adjustments,
+    core_events,
+    meter_event_stream,
+    meter_events,
+    meters_v1,
+    summaries,
+)
 from meterd.api.responses import error_response, version_of_path
 from meterd.config import Settings
 from meterd.errors import APIError, InvalidRequestError, StripeError
@@ -82,11 +89,12 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 async def _prune_forever(store: Store) -> None:
-    """Idempotency keys and event identifiers are only kept for 24 hours."""
+    """Idempotency keys and event identifiers are kept for 24 hours, sessions until they expire."""
     while True:
         now = int(time.time())
         await store.prune_idempotency_keys(now)
         await store.prune_event_identifiers(now - IDENTIFIER_TTL_SECONDS)
+        await store.prune_sessions(now)
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
 
 
@@ -120,6 +128,7 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
     app = Starlette(
         # The event routes come first: they take most of the traffic, and routes match in order.
         routes=[
+            *meter_event_stream.routes,
             *meter_events.routes,
             *adjustments.routes,
             *meters_v1.routes,

@@ -20,6 +20,7 @@ from meterd.config import (
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PORT,
+    DEFAULT_SESSION_LIFETIME_SECONDS,
     Settings,
 )
 from meterd.ingest import writes
@@ -95,6 +96,13 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(envvar="METERD_MAX_BODY_BYTES", help="Largest request body accepted.")
     ] = DEFAULT_MAX_BODY_BYTES,
+    session_lifetime: Annotated[
+        int,
+        typer.Option(
+            envvar="METERD_SESSION_LIFETIME_SECONDS",
+            help="Seconds a meter event session's token works (Stripe: 900).",
+        ),
+    ] = DEFAULT_SESSION_LIFETIME_SECONDS,
 ) -> None:
     """Run the API server.
 
@@ -108,7 +116,11 @@ def serve(
     if secret is not None:
         console.print("Created an account. Its test secret key, shown only this once:")
         console.print(secret, soft_wrap=True, highlight=False)
-    settings = Settings(database_url=database, max_body_bytes=max_body_bytes)
+    settings = Settings(
+        database_url=database,
+        max_body_bytes=max_body_bytes,
+        session_lifetime_seconds=session_lifetime,
+    )
     console.print(f"meterd listening on http://{host}:{port} (database {database})")
     uvicorn.run(
         create_app(settings),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import msgspec
 
+from meterd.metering import sessions
+
 DEFAULT_DATABASE_URL = "sqlite:///meterd.db"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8420
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_SESSION_LIFETIME_SECONDS = sessions.DEFAULT_LIFETIME_SECONDS
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -15,3 +18,5 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_queued_events: int = 100_000
     """Events waiting for the group commit before new requests get 429 (bounded memory)."""
+    session_lifetime_seconds: int = DEFAULT_SESSION_LIFETIME_SECONDS
+    """How long a meter event session's token works (Stripe: 15 minutes)."""

@@ -119,8 +119,13 @@ async def _call(request: Request, version: ApiVersion) -> ApiCall:
     return ApiCall(request, store, scope, params, version)
 
 
-async def read_params(request: Request, version: ApiVersion, max_body_bytes: int) -> Any:
-    """The query string for reads, the body for writes: bracket form on v1, JSON on v2."""
+async def read_params(
+    request: Request, version: ApiVersion, max_body_bytes: int, *, raw: bool = False
+) -> Any:
+    """The query string for reads, the body for writes: bracket form on v1, JSON on v2.
+
+    ``raw`` returns the body's bytes undecoded (for endpoints that decode into their own type).
+    """
     if request.method == "GET" or (request.method == "DELETE" and version == "v1"):
         return decode_form(request.url.query)
     declared = request.headers.get("content-length")
@@ -131,6 +136,8 @@ async def read_params(request: Request, version: ApiVersion, max_body_bytes: int
         body += chunk
         if len(body) > max_body_bytes:
             raise _too_large(max_body_bytes)
+    if raw:
+        return bytes(body)
     if version == "v1":
         return decode_form(bytes(body))
     if not body.strip():

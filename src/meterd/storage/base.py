@@ -15,6 +15,7 @@ from meterd.keys import Account, ApiKey
 from meterd.metering.error_reports import ErrorReport
 from meterd.metering.meters import Meter, MeterStatus
 from meterd.metering.rollups import Rollup, RollupKey, StoredEvent
+from meterd.metering.sessions import MeterEventSession
 from meterd.scope import Scope
 
 T = TypeVar("T")
@@ -192,6 +193,11 @@ class Store(Protocol):
 
     async def get_error_report(self, scope: Scope, report_id: str) -> ErrorReport | None: ...
     async def prune_event_identifiers(self, before: int) -> int: ...
+
+    # meter event sessions
+    async def insert_session(self, session: MeterEventSession) -> None: ...
+    async def find_session(self, token_hash: str) -> MeterEventSession | None: ...
+    async def prune_sessions(self, expired_before: int) -> int: ...
 
     # idempotency
     async def claim_idempotency_key(

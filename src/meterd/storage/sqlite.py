@@ -18,6 +18,7 @@ from meterd.keys import Account, ApiKey
 from meterd.metering.error_reports import ErrorReport
 from meterd.metering.meters import Meter, MeterStatus
 from meterd.metering.rollups import Rollup
+from meterd.metering.sessions import MeterEventSession
 from meterd.scope import Scope
 from meterd.storage import migrations
 from meterd.storage.base import (
@@ -43,6 +44,7 @@ from meterd.storage.sqlite_events import (
 T = TypeVar("T")
 
 _KEY_COLUMNS = "id, account_id, livemode, secret_hash, last4, created, revoked_at"
+_SESSION_COLUMNS = "id, account_id, livemode, token_hash, created, expires_at"
 
 
 class SQLiteStore:
@@ -332,6 +334,55 @@ class SQLiteStore:
             with self._tx() as conn:
                 return conn.execute(
                     "DELETE FROM event_identifiers WHERE received <= ?", (before,)
+                ).rowcount
+
+        return await self._run(run)
+
+    # meter event sessions --------------------------------------------------------------
+
+    async def insert_session(self, session: MeterEventSession) -> None:
+        def run() -> None:
+            with self._tx() as conn:
+                conn.execute(
+                    f"INSERT INTO meter_event_sessions ({_SESSION_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        session.id,
+                        session.account_id,
+                        session.livemode,
+                        session.token_hash,
+                        session.created,
+                        session.expires_at,
+                    ),
+                )
+
+        await self._run(run)
+
+    async def find_session(self, token_hash: str) -> MeterEventSession | None:
+        def run() -> MeterEventSession | None:
+            assert self._conn is not None
+            row = self._conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM meter_event_sessions WHERE token_hash = ?",
+                (token_hash,),
+            ).fetchone()
+            if row is None:
+                return None
+            return MeterEventSession(
+                id=row[0],
+                account_id=row[1],
+                livemode=bool(row[2]),
+                token_hash=row[3],
+                created=row[4],
+                expires_at=row[5],
+            )
+
+        return await self._run(run)
+
+    async def prune_sessions(self, expired_before: int) -> int:
+        def run() -> int:
+            with self._tx() as conn:
+                return conn.execute(
+                    "DELETE FROM meter_event_sessions WHERE expires_at <= ?", (expired_before,)
                 ).rowcount
 
         return await self._run(run)

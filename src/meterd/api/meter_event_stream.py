@@ -1,0 +1,178 @@
+"""The high-throughput path: the v2 meter event session and meter event stream endpoints.
+
+A session hands out a token that lives 15 minutes; the stream takes up to 100 events per request
+with that token, validates only their shape, and answers ``{}`` once they are durably stored.
+Semantic problems become error reports, as for v1 (API-NOTES Part A); a repeated identifier is
+dropped silently, since retrying a batch is exactly what identifiers are for.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from meterd.api.auth import secret_from_header
+from meterd.api.endpoint import ApiCall, read_params, resource, v2
+from meterd.api.meter_events import EventName, Identifier, Payload, new_identifier
+from meterd.api.params import parse_params
+from meterd.api.responses import encoded_response, error_response
+from meterd.config import Settings
+from meterd.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    StripeError,
+    TemporarySessionExpired,
+)
+from meterd.ingest.pipeline import IngestPipeline
+from meterd.keys import hash_secret
+from meterd.metering.error_reports import rfc3339
+from meterd.metering.events import EventSubmission
+from meterd.metering.sessions import MeterEventSession, new_session
+from meterd.scope import Scope
+from meterd.storage import Store
+
+MAX_EVENTS_PER_REQUEST = 100
+
+
+class StreamEvent(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    event_name: EventName
+    payload: Payload
+    identifier: Identifier | UnsetType = UNSET
+    timestamp: datetime | UnsetType = UNSET
+
+
+class StreamParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    events: Annotated[list[StreamEvent], Meta(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
+
+
+_decode_stream = msgspec.json.Decoder(StreamParams).decode
+_EMPTY_BODY = b"{}"
+
+
+async def create_session(call: ApiCall) -> dict[str, Any]:
+    call.parse(NoParams)
+    settings: Settings = call.request.app.state.settings
+    session, token = new_session(call.scope, call.now, settings.session_lifetime_seconds)
+    await call.store.insert_session(session)
+    return {
+        "id": session.id,
+        "object": "v2.billing.meter_event_session",
+        "authentication_token": token,
+        "created": rfc3339(session.created),
+        "expires_at": rfc3339(session.expires_at),
+        "livemode": session.livemode,
+    }
+
+
+class NoParams(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+_sessions: dict[str, MeterEventSession] = {}
+"""Sessions already looked up, by token hash. A session cannot be revoked, only expire, so a
+cached one is as good as the stored one until ``expires_at``."""
+
+
+async def session_scope(request: Request, store: Store) -> Scope:
+    """The scope of the session whose token the request carries; 401 if none or expired."""
+    token = secret_from_header(request.headers.get("authorization"), "v2")
+    digest = hash_secret(token)
+    session = _sessions.get(digest)
+    if session is None:
+        session = await store.find_session(digest)
+        if session is None or not hmac.compare_digest(session.token_hash, digest):
+            raise AuthenticationError(
+                "Invalid authentication token provided: create a meter event session with "
+                "POST /v2/billing/meter_event_session and send its authentication_token."
+            )
+        if len(_sessions) > 10_000:
+            _sessions.clear()
+        _sessions[digest] = session
+    if session.expires_at <= time.time():
+        _sessions.pop(digest, None)
+        raise TemporarySessionExpired(
+            "The meter event session has expired: create a new one with "
+            "POST /v2/billing/meter_event_session."
+        )
+    return session.scope
+
+
+def stream_params(body: bytes) -> StreamParams:
+    """Typed events, decoded straight from the body; errors explained as the v2 API does."""
+    try:
+        return _decode_stream(body)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    data = _json_object(body)
+    params = parse_params(data, StreamParams, from_form=False)
+    return params
+
+
+def _json_object(body: bytes) -> Any:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidRequestError(f"Invalid JSON body: {exc}.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("Invalid JSON body: the request body must be a JSON object.")
+    return data
+
+
+def submissions(scope: Scope, params: StreamParams, now: int) -> list[EventSubmission]:
+    events = []
+    for index, event in enumerate(params.events):
+        timestamp = now
+        if event.timestamp is not UNSET:
+            if event.timestamp.tzinfo is None:
+                raise InvalidRequestError(
+                    f"Invalid events[{index}][timestamp]: must be an RFC 3339 date-time with a "
+                    "time zone offset."
+                )
+            timestamp = int(event.timestamp.timestamp() // 1)
+        events.append(
+            EventSubmission(
+                scope=scope,
+                event_name=event.event_name,
+                identifier=event.identifier or new_identifier(),
+                payload=event.payload,
+                timestamp=timestamp,
+                created=now,
+                origin="stream",
+            )
+        )
+    return events
+
+
+async def stream(request: Request) -> Response:
+    """Store a batch of events; answer ``{}`` once they are durable."""
+    try:
+        store: Store = request.app.state.store
+        settings: Settings = request.app.state.settings
+        pipeline: IngestPipeline = request.app.state.pipeline
+        scope = await session_scope(request, store)
+        body = await read_body(request, settings.max_body_bytes)
+        events = submissions(scope, stream_params(body), int(time.time()))
+        await pipeline.submit(events)
+    except StripeError as error:
+        return error_response(error, "v2")
+    return encoded_response(_EMPTY_BODY)
+
+
+async def read_body(request: Request, max_body_bytes: int) -> bytes:
+    params = await read_params(request, "v2", max_body_bytes, raw=True)
+    assert isinstance(params, bytes)
+    return params
+
+
+routes: list[BaseRoute] = [
+    resource("/v2/billing/meter_event_stream", POST=stream),
+    resource("/v2/billing/meter_event_session", POST=v2(create_session)),
+]
