@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench bench-events bench-summaries clean
+.PHONY: run test lint typecheck bench bench-events bench-stream bench-summaries clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meterd needs Python 3.11 or newer (set PYTHON=...)")'
@@ -31,6 +31,9 @@ bench: $(STAMP)
 
 bench-events: $(STAMP)
 	$(BIN)/python bench/events_api.py --seconds 10 --connections 64
+
+bench-stream: $(STAMP)
+	$(BIN)/python bench/stream_api.py --seconds 20 --connections 32 64
 
 bench-summaries: $(STAMP)
 	$(BIN)/python bench/summaries.py --events 1000000 10000000

@@ -33,6 +33,8 @@ from meterd.storage import Store, open_store
 log = logging.getLogger("meterd")
 
 PRUNE_EVERY_SECONDS = 3600.0
+EXPIRED_SESSIONS_KEPT_SECONDS = 24 * 3600
+"""An expired token keeps answering "session expired" (not "unknown token") for a day."""
 
 
 class StripeHeaders:
@@ -89,12 +91,12 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 async def _prune_forever(store: Store) -> None:
-    """Idempotency keys and event identifiers are kept for 24 hours, sessions until they expire."""
+    """Idempotency keys, event identifiers and expired sessions are kept for 24 hours."""
     while True:
         now = int(time.time())
         await store.prune_idempotency_keys(now)
         await store.prune_event_identifiers(now - IDENTIFIER_TTL_SECONDS)
-        await store.prune_sessions(now)
+        await store.prune_sessions(now - EXPIRED_SESSIONS_KEPT_SECONDS)
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
 
 

@@ -128,9 +128,11 @@ class ControlledStore:
 
 
 async def settle() -> None:
-    """Let freshly created tasks run up to their first real wait."""
+    """Let freshly created tasks run up to their first real wait: a request looks its meters
+    up on the store's thread before it queues, so give that a moment too."""
     for _ in range(3):
         await asyncio.sleep(0)
+    await asyncio.sleep(0.1)
 
 
 def kinds(outcomes: list[Outcome]) -> list[str]:
@@ -356,10 +358,12 @@ def test_a_failed_commit_fails_exactly_the_requests_in_it(db: Path) -> None:
 def test_stop_drains_what_was_queued(db: Path) -> None:
     async def body(env: Env) -> None:
         pipeline = IngestPipeline(env.store)
+        await pipeline.meters.lookup([env.event("warm")])  # then requests queue at once
         await pipeline.start()
         await settle()
         tasks = [asyncio.create_task(pipeline.submit([env.event(f"q{i}")])) for i in range(10)]
-        await settle()
+        for _ in range(3):
+            await asyncio.sleep(0)  # no real wait: the writer's loop must not run yet
         assert pipeline.queued_events == 10 and pipeline.batches_committed == 0
         await asyncio.wait_for(pipeline.stop(), TIMEOUT)
         results = await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT)

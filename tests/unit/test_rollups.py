@@ -34,12 +34,13 @@ METER_SEQ = 7
 WINDOWS: tuple[EventTimeWindow | None, ...] = (None, "hour", "day")
 
 
-def meter(window: EventTimeWindow | None = None) -> Meter:
+def meter(window: EventTimeWindow | None = None, formula: str = "last") -> Meter:
+    """A meter whose rows track the latest event (``last``) unless ``formula`` says otherwise."""
     return new_meter(
         Scope("acct_rollups", False),
         display_name="Tokens",
         event_name="tokens",
-        formula="sum",
+        formula=formula,  # type: ignore[arg-type]
         customer_key=None,
         value_key=None,
         event_time_window=window,
@@ -340,3 +341,23 @@ def test_unwindowed_fold_example() -> None:
         3, 2 * SCALE + SCALE // 2 + 10**30, NOW + HOUR, 3, 10**30
     )
     assert len(rows) == 5  # two minutes, two hours, one day
+
+
+@settings(max_examples=120)
+@given(events=event_lists(), formula=st.sampled_from(["sum", "count"]), data=st.data())
+def test_count_and_sum_rows_keep_no_latest_and_cancel_by_subtraction(
+    events: list[StoredEvent], formula: str, data: st.DataObject
+) -> None:
+    """Rows of meters that do not track the latest event: zeros there, and ``without``
+    gives what a fold of the remaining events gives (so a cancel needs no raw events)."""
+    m = meter(None, formula)
+    rows = folded(m, events)
+    assert all((r.latest_ts, r.latest_seq, r.latest_value) == (0, 0, 0) for r in rows.values())
+    if not events:
+        return
+    gone = data.draw(st.sampled_from(events))
+    rest = [e for e in events if e is not gone]
+    expected = folded(m, rest)
+    for size in rollups.sizes(m):
+        key = RollupKey(METER_SEQ, gone.customer, size, gone.ts - gone.ts % size)
+        assert rollups.without(rows[key], gone) == expected.get(key)

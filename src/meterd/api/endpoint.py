@@ -95,6 +95,17 @@ def event_write(handler: EventHandler, version: ApiVersion) -> Endpoint:
     return endpoint
 
 
+def v2_unrecorded(handler: Handler) -> Endpoint:
+    """A v2 endpoint whose answers are never stored under an Idempotency-Key (the key is
+    ignored): for answers that hold a secret, such as a meter event session's token."""
+
+    async def answer(call: ApiCall) -> Response:
+        return json_response(await handler(call))
+
+    answer.__name__ = handler.__name__
+    return event_write(answer, "v2")
+
+
 def _endpoint(handler: Handler, version: ApiVersion) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         try:

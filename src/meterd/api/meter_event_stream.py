@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from meterd.api.auth import secret_from_header
-from meterd.api.endpoint import ApiCall, read_params, resource, v2
+from meterd.api.endpoint import ApiCall, read_params, resource, v2_unrecorded
 from meterd.api.meter_events import EventName, Identifier, Payload, new_identifier
 from meterd.api.params import parse_params
 from meterd.api.responses import encoded_response, error_response
@@ -58,6 +58,8 @@ _EMPTY_BODY = b"{}"
 
 
 async def create_session(call: ApiCall) -> dict[str, Any]:
+    """A new session; an Idempotency-Key is ignored, so that the token is never stored (a
+    retry just opens another session, which costs nothing)."""
     call.parse(NoParams)
     settings: Settings = call.request.app.state.settings
     session, token = new_session(call.scope, call.now, settings.session_lifetime_seconds)
@@ -174,5 +176,5 @@ async def read_body(request: Request, max_body_bytes: int) -> bytes:
 
 routes: list[BaseRoute] = [
     resource("/v2/billing/meter_event_stream", POST=stream),
-    resource("/v2/billing/meter_event_session", POST=v2(create_session)),
+    resource("/v2/billing/meter_event_session", POST=v2_unrecorded(create_session)),
 ]

@@ -90,6 +90,7 @@ async def create_meter(call: ApiCall) -> dict[str, Any]:
     )
     try:
         await call.store.insert_meter(meter)
+        call.pipeline.forget_meters()
     except AlreadyExists:
         raise InvalidRequestError(
             f"A meter with event_name '{params.event_name}' already exists. An event name can "
@@ -119,6 +120,7 @@ async def update_meter(call: ApiCall) -> dict[str, Any]:
     if params.display_name is not UNSET:
         meter = meters.renamed(meter, params.display_name, call.now)
         await call.store.save_meter(meter)
+        call.pipeline.forget_meters()
     return meter_object(meter)
 
 
@@ -139,6 +141,7 @@ async def _transition(call: ApiCall, change: Callable[[Meter, int], Meter]) -> d
     changed = change(meter, call.now)
     if changed is not meter:
         await call.store.save_meter(changed)
+        call.pipeline.forget_meters()
     return meter_object(changed)
 
 

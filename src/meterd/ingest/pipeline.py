@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 
 from meterd.errors import RateLimitError
-from meterd.ingest.writes import Outcome, ingest
+from meterd.ingest.writes import Assessment, MeterLookup, Outcome, assess_batch, ingest
 from meterd.metering.events import EventSubmission
+from meterd.metering.meters import Meter
+from meterd.scope import Scope
 from meterd.storage import Store
 
 log = logging.getLogger("meterd.ingest")
@@ -28,12 +31,57 @@ DEFAULT_LINGER_SECONDS = 0.001
 LINGER_BELOW_EVENTS = 256
 
 
-class _Pending:
-    __slots__ = ("events", "future")
+METER_CACHE_SECONDS = 1.0
+"""How long a looked-up meter is trusted: meter changes made through this process are seen at
+once (see :meth:`IngestPipeline.forget_meters`), changes made by another process within this."""
 
-    def __init__(self, events: Sequence[EventSubmission], future: asyncio.Future[list[Outcome]]):
+
+class _Pending:
+    __slots__ = ("assessed", "events", "future")
+
+    def __init__(
+        self,
+        events: Sequence[EventSubmission],
+        assessed: Assessment,
+        future: asyncio.Future[list[Outcome]],
+    ):
         self.events = events
+        self.assessed = assessed
         self.future = future
+
+
+class MeterCache:
+    """Meters by (scope, event name), so that requests can assess their events themselves."""
+
+    def __init__(self, store: Store, seconds: float = METER_CACHE_SECONDS) -> None:
+        self.store = store
+        self.seconds = seconds
+        self._found: dict[tuple[Scope, str], tuple[float, tuple[Meter, int] | None]] = {}
+        self._generation = 0
+
+    async def lookup(self, events: Sequence[EventSubmission]) -> MeterLookup:
+        now = time.monotonic()
+        found: dict[tuple[Scope, str], tuple[Meter, int] | None] = {}
+        for event in events:
+            key = (event.scope, event.event_name)
+            if key in found:
+                continue
+            cached = self._found.get(key)
+            if cached is None or cached[0] <= now:
+                generation = self._generation
+                meter = await self.store.find_meter_by_event_name(*key)
+                cached = (now + self.seconds, meter)
+                if generation == self._generation:
+                    if len(self._found) > 100_000:
+                        self._found.clear()
+                    self._found[key] = cached
+            found[key] = cached[1]
+        return found
+
+    def forget(self) -> None:
+        """A lookup still under way keeps its answer for its own request but does not cache it."""
+        self._generation += 1
+        self._found.clear()
 
 
 class IngestPipeline:
@@ -45,6 +93,7 @@ class IngestPipeline:
         linger_seconds: float = DEFAULT_LINGER_SECONDS,
     ) -> None:
         self.store = store
+        self.meters = MeterCache(store)
         self.max_queued_events = max_queued_events
         self.max_batch_events = max_batch_events
         self.queued_events = 0
@@ -72,15 +121,25 @@ class IngestPipeline:
         await self._task
         self._task = None
 
+    def forget_meters(self) -> None:
+        """Meters changed: assess the next events against the stored meters."""
+        self.meters.forget()
+
     async def submit(self, events: Sequence[EventSubmission]) -> list[Outcome]:
-        """Queue ``events`` (one request's worth) and wait until they are durably stored."""
+        """Queue ``events`` (one request's worth) and wait until they are durably stored.
+
+        The request assesses its own events first, in the event loop, while the writer may be
+        busy with the previous commit: the writer's turn is what every request waits for.
+        """
         if self.queued_events + len(events) > self.max_queued_events:
             raise RateLimitError(
-                "Too many meter events are waiting to be stored; retry after a short pause.",
+                f"Too many meter events are waiting to be stored ({self.queued_events} queued, "
+                f"at most {self.max_queued_events}); retry after a short pause.",
                 headers={"Retry-After": "1"},
             )
+        assessed = assess_batch(events, await self.meters.lookup(events))
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(events, future))
+        self._queue.append(_Pending(events, assessed, future))
         self.queued_events += len(events)
         self._wakeup.set()
         return await future
@@ -111,8 +170,9 @@ class IngestPipeline:
 
     async def _commit(self, taken: list[_Pending]) -> None:
         batch = [event for pending in taken for event in pending.events]
+        assessed = Assessment.join([pending.assessed for pending in taken])
         try:
-            outcomes = await self.store.transact(lambda tx: ingest(tx, batch))
+            outcomes = await self.store.transact(lambda tx: ingest(tx, batch, assessed))
         except Exception as exc:
             log.exception("commit of %d events failed", len(batch))
             for pending in taken:

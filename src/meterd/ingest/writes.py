@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
 from meterd import ids
-from meterd.metering import error_reports, rollups, values
+from meterd.metering import error_reports, rollups
 from meterd.metering.error_reports import ErrorReport
 from meterd.metering.events import (
     CANCEL_WINDOW_SECONDS,
@@ -29,7 +30,7 @@ from meterd.storage.base import (
     IDEMPOTENCY_TTL_SECONDS,
     EventTransaction,
     IdempotentResponse,
-    RawEvent,
+    NewEvent,
     Reservation,
 )
 
@@ -72,13 +73,118 @@ class CancelRefused(Exception):
     """No event with that identifier can be cancelled (unknown, or received over 24 h ago)."""
 
 
-def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
+MeterLookup = Mapping[tuple[Scope, str], tuple[Meter, int] | None]
+"""Each (scope, event name) of a batch, and the meter (with its compact key) that owns it."""
+
+
+class Assessment:
+    """What each event of a batch is, decided before the batch reaches the writer.
+
+    ``verdicts[i]`` is the row to append (:data:`NewEvent`) when event ``i`` counts, or the
+    :class:`Problem` that stops it. Requests assess their own events in the event loop, so the
+    writer's turn (which every request waits for) holds only what needs the transaction:
+    dedup, the inserts and the rollups.
+    """
+
+    __slots__ = ("folded_meters", "meters", "total", "verdicts")
+
+    def __init__(
+        self,
+        verdicts: list[NewEvent | Problem],
+        total: int,
+        folded_meters: set[int],
+        meters: dict[int, Meter],
+    ) -> None:
+        self.verdicts = verdicts
+        self.total = total
+        """The sum of the counted events' scaled values (a bound: duplicates drop out later)."""
+        self.folded_meters = folded_meters
+        """Meters whose rollups are folded in Python (an event_time_window keeps one event)."""
+        self.meters = meters
+
+    @classmethod
+    def join(cls, parts: Sequence[Assessment]) -> Assessment:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            [verdict for part in parts for verdict in part.verdicts],
+            sum(part.total for part in parts),
+            set().union(*(part.folded_meters for part in parts)),
+            {k: v for part in parts for k, v in part.meters.items()},
+        )
+
+    def subset(self, indices: Sequence[int]) -> Assessment:
+        verdicts = self.verdicts
+        return Assessment(
+            [verdicts[i] for i in indices], self.total, self.folded_meters, self.meters
+        )
+
+
+def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Assessment:
+    """Apply the event rules (:func:`meterd.metering.events.assess`) to every event."""
+    verdicts: list[NewEvent | Problem] = []
+    total = 0
+    folded: set[int] = set()
+    by_seq: dict[int, Meter] = {}
+    leaves: dict[int, int | None] = {}
+    for event in batch:
+        found = meters[(event.scope, event.event_name)]
+        verdict = assess(event, found[0] if found else None, event.created)
+        if verdict.__class__ is not Counted:
+            verdicts.append(verdict)  # type: ignore[arg-type]
+            continue
+        assert found is not None and isinstance(verdict, Counted)
+        meter, meter_seq = found
+        if meter_seq not in leaves:
+            by_seq[meter_seq] = meter
+            leaves[meter_seq] = rollups.sizes(meter)[0] if rollups.tracks_latest(meter) else None
+            if rollups.is_windowed(meter):
+                folded.add(meter_seq)
+        leaf = leaves[meter_seq]
+        ts = event.timestamp
+        value = verdict.value
+        if value is not None:
+            total += value
+        scope = event.scope
+        verdicts.append(
+            (
+                meter_seq,
+                verdict.customer,
+                ts,
+                value,
+                event.identifier,
+                event.created,
+                None if leaf is None else ts - ts % leaf,
+                scope.account_id,
+                scope.livemode,
+            )
+        )
+    return Assessment(verdicts, total, folded, by_seq)
+
+
+def lookup_meters(tx: EventTransaction, batch: Sequence[EventSubmission]) -> MeterLookup:
+    meters: dict[tuple[Scope, str], tuple[Meter, int] | None] = {}
+    for event in batch:
+        key = (event.scope, event.event_name)
+        if key not in meters:
+            meters[key] = tx.meter_by_event_name(event.scope, event.event_name)
+    return meters
+
+
+def ingest(
+    tx: EventTransaction, batch: list[EventSubmission], assessed: Assessment | None = None
+) -> list[Outcome]:
     """Store a batch of events and the answers kept under their Idempotency-Keys, in one go.
+
+    ``assessed`` is :func:`assess_batch` of the batch, when the caller has it already;
+    otherwise the meters are looked up in this transaction.
 
     A key seen in the last 24 hours replays its answer (or is refused if the parameters
     differ); a key used twice in one batch runs once, and the second request gets the first
     one's answer. Successful answers are stored in the same transaction as the events.
     """
+    if assessed is None:
+        assessed = assess_batch(batch, lookup_meters(tx, batch))
     outcomes: list[Outcome | None] = [None] * len(batch)
     first: dict[tuple[Scope, str], int] = {}
     followers: dict[int, int] = {}
@@ -106,9 +212,10 @@ def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
             continue
         first[key] = index
     if not first and not any(outcomes):
-        return _ingest(tx, batch)
+        return _ingest(tx, batch, assessed)
     run = [i for i, o in enumerate(outcomes) if o is None and i not in followers]
-    for index, outcome in zip(run, _ingest(tx, [batch[i] for i in run]), strict=True):
+    stored = _ingest(tx, [batch[i] for i in run], assessed.subset(run))
+    for index, outcome in zip(run, stored, strict=True):
         outcomes[index] = outcome
     for index, leader in followers.items():
         done = outcomes[leader]
@@ -130,23 +237,22 @@ def ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
     return [outcome for outcome in outcomes if outcome is not None]
 
 
-def _ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]:
-    """Store a batch of events: dedup, raw rows, rollups and error reports, in one go."""
+ACCEPTED = Accepted()
+DUPLICATE = Duplicate()
+
+
+def _ingest(
+    tx: EventTransaction, batch: list[EventSubmission], assessed: Assessment
+) -> list[Outcome]:
+    """Store a batch of assessed events: dedup, raw rows, rollups and error reports."""
     if not batch:
         return []
-    meters: dict[tuple[Scope, str], tuple[Meter, int] | None] = {}
-    verdicts: list[Counted | Problem] = []
-    for event in batch:
-        key = (event.scope, event.event_name)
-        if key not in meters:
-            meters[key] = tx.meter_by_event_name(event.scope, event.event_name)
-        found = meters[key]
-        verdicts.append(assess(event, found[0] if found else None, event.created))
-
+    verdicts = assessed.verdicts
     outcomes: list[Outcome | None] = [None] * len(batch)
     candidates: dict[Scope, list[str]] = defaultdict(list)
-    for index, (event, verdict) in enumerate(zip(batch, verdicts, strict=True)):
-        if isinstance(verdict, Problem) and event.origin == "v2":
+    for index, event in enumerate(batch):
+        verdict = verdicts[index]
+        if verdict.__class__ is Problem and event.origin == "v2":
             outcomes[index] = Rejected(verdict)
         else:
             candidates[event.scope].append(event.identifier)
@@ -155,61 +261,64 @@ def _ingest(tx: EventTransaction, batch: list[EventSubmission]) -> list[Outcome]
         scope: tx.received_identifiers(scope, names, oldest) for scope, names in candidates.items()
     }
 
-    seq = tx.next_event_seq()
-    raw: list[RawEvent] = []
     reservations: list[Reservation] = []
-    counted: dict[int, tuple[Meter, list[StoredEvent]]] = {}
+    summed: list[NewEvent] = []
+    folded: list[NewEvent] = []
+    folded_meters = assessed.folded_meters
     reports: dict[tuple[Scope, str, str, int], ErrorReport] = {}
-    for index, (event, verdict) in enumerate(zip(batch, verdicts, strict=True)):
+    owners: dict[tuple[Scope, str], tuple[Meter, int] | None] = {}
+    for index, event in enumerate(batch):
         if outcomes[index] is not None:
             continue
         seen = taken[event.scope]
-        received = seen.get(event.identifier)
+        identifier = event.identifier
+        received = seen.get(identifier)
         if received is not None and received > event.created - IDENTIFIER_TTL_SECONDS:
-            outcomes[index] = Duplicate()
+            outcomes[index] = DUPLICATE
             continue
-        seen[event.identifier] = event.created
-        if isinstance(verdict, Problem):
-            outcomes[index] = Accepted(verdict)
-            reservations.append(
-                Reservation(event.scope, event.identifier, event.created, None, event.event_name)
-            )
-            found = meters[(event.scope, event.event_name)]
-            _report(tx, reports, event, found[0] if found else None, verdict)
+        seen[identifier] = event.created
+        verdict = verdicts[index]
+        if verdict.__class__ is tuple:
+            outcomes[index] = ACCEPTED
+            (folded if verdict[0] in folded_meters else summed).append(verdict)
             continue
-        found = meters[(event.scope, event.event_name)]
-        assert found is not None
-        meter, meter_seq = found
-        leaf = rollups.sizes(meter)[0]
-        raw.append(
-            RawEvent(
-                seq,
-                meter_seq,
-                verdict.customer,
-                event.timestamp,
-                rollups.floor_to(event.timestamp, leaf),
-                None if verdict.value is None else values.canonical(verdict.value),
-                event.identifier,
-                event.created,
-            )
+        assert isinstance(verdict, Problem)
+        outcomes[index] = Accepted(verdict)
+        reservations.append(
+            Reservation(event.scope, identifier, event.created, None, event.event_name)
         )
-        stored = StoredEvent(seq, verdict.customer, event.timestamp, verdict.value or 0)
-        counted.setdefault(meter_seq, (meter, []))[1].append(stored)
-        reservations.append(Reservation(event.scope, event.identifier, event.created, seq))
-        outcomes[index] = Accepted()
-        seq += 1
+        key = (event.scope, event.event_name)
+        if key not in owners:
+            owners[key] = tx.meter_by_event_name(event.scope, event.event_name)
+        owner = owners[key]
+        _report(tx, reports, event, owner[0] if owner else None, verdict)
 
-    tx.append_events(raw)
+    if assessed.total >= rollups.SQL_SUM_LIMIT:
+        summed, folded = [], summed + folded
+    first = tx.next_event_seq()
+    tx.append_events(first, summed + folded)
     tx.reserve_identifiers(reservations)
-    deltas: dict[RollupKey, Rollup] = {}
-    for meter_seq, (meter, events) in counted.items():
-        rollups.fold(deltas, meter, meter_seq, events)
-    if deltas:
-        windowed = {key for key, (meter, _) in counted.items() if rollups.is_windowed(meter)}
-        tx.merge_rollups(deltas, windowed)
+    if summed:
+        tx.add_event_rollups(first, first + len(summed))
+    if folded:
+        _fold_rollups(tx, assessed.meters, first + len(summed), folded)
     for report in reports.values():
         tx.put_error_report(report)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _fold_rollups(
+    tx: EventTransaction, meters: dict[int, Meter], first_seq: int, rows: list[NewEvent]
+) -> None:
+    """Rollups the database cannot sum by itself: windowed meters, or sums past 62 bits."""
+    grouped: dict[int, list[StoredEvent]] = defaultdict(list)
+    for seq, row in enumerate(rows, start=first_seq):
+        grouped[row[0]].append(StoredEvent(seq, row[1], row[2], row[3] or 0))
+    deltas: dict[RollupKey, Rollup] = {}
+    for meter_seq, stored in grouped.items():
+        rollups.fold(deltas, meters[meter_seq], meter_seq, stored)
+    windowed = {m for m in grouped if rollups.is_windowed(meters[m])}
+    tx.merge_rollups(deltas, windowed)
 
 
 def _report(
@@ -258,7 +367,15 @@ def cancel(tx: EventTransaction, scope: Scope, event_name: str, identifier: str,
     if event is None or meter is None or event.cancelled:
         return
     tx.cancel_event(event.seq)
-    recount_bucket(tx, meter, event.meter_seq, event.customer, event.bucket)
+    if event.recount_bucket is not None:
+        recount_bucket(tx, meter, event.meter_seq, event.customer, event.recount_bucket)
+        return
+    stored = StoredEvent(event.seq, event.customer, event.ts, event.value or 0)
+    for size in rollups.sizes(meter):
+        bucket = rollups.floor_to(event.ts, size)
+        [row] = tx.rollup_range(event.meter_seq, event.customer, size, bucket, bucket + 1)
+        key = RollupKey(event.meter_seq, event.customer, size, bucket)
+        tx.put_rollups({key: rollups.without(row, stored)})
 
 
 def recount_bucket(
@@ -287,9 +404,8 @@ def rebuild_rollups(tx: EventTransaction, chunk: int = 50_000) -> int:
         grouped: dict[int, list[StoredEvent]] = defaultdict(list)
         for event in events:
             if not event.cancelled:
-                value = 0 if event.value is None else values.parse_value(event.value)
                 grouped[event.meter_seq].append(
-                    StoredEvent(event.seq, event.customer, event.ts, value)
+                    StoredEvent(event.seq, event.customer, event.ts, event.value or 0)
                 )
         deltas: dict[RollupKey, Rollup] = {}
         for meter_seq, stored in grouped.items():

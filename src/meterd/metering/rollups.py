@@ -21,6 +21,9 @@ MINUTE = 60
 HOUR = 3600
 DAY = 86400
 WINDOW_SECONDS = {"hour": HOUR, "day": DAY}
+SQL_SUM_LIMIT = 2**62
+"""A batch whose scaled values add up to less than this can be summed by the database in
+64-bit integers; a bigger one is folded in Python (exact at any size)."""
 
 
 class RollupKey(NamedTuple):
@@ -55,6 +58,15 @@ def is_windowed(meter: Meter) -> bool:
     return meter.event_time_window is not None
 
 
+def tracks_latest(meter: Meter) -> bool:
+    """Whether the meter's rows keep their latest event (only ``last`` and windows read it).
+
+    The others keep zeros there, so that cancelling one of their events is a subtraction and
+    never needs the bucket's raw events again.
+    """
+    return meter.formula == "last" or meter.event_time_window is not None
+
+
 def sizes(meter: Meter) -> tuple[int, ...]:
     """The bucket sizes a meter keeps rows for; the first is the leaf raw events point at."""
     if meter.event_time_window is not None:
@@ -66,8 +78,17 @@ def floor_to(ts: int, size: int) -> int:
     return ts - ts % size
 
 
-def single(event: StoredEvent) -> Rollup:
+def single(event: StoredEvent, latest: bool = True) -> Rollup:
+    if not latest:
+        return Rollup(1, event.value, 0, 0, 0)
     return Rollup(1, event.value, event.ts, event.seq, event.value)
+
+
+def without(row: Rollup, event: StoredEvent) -> Rollup | None:
+    """``row`` after one of its events is cancelled, for meters that do not track the latest."""
+    if row.count <= 1:
+        return None
+    return Rollup(row.count - 1, row.total - event.value, 0, 0, 0)
 
 
 def merge(old: Rollup | None, new: Rollup, windowed: bool) -> Rollup:
@@ -95,12 +116,13 @@ def fold(
     rows of the batch, so a batch costs one merge per event plus one per touched row.
     """
     windowed = is_windowed(meter)
+    latest = tracks_latest(meter)
     levels = sizes(meter)
     leaf = levels[0]
     finer: dict[RollupKey, Rollup] = {}
     for event in events:
         key = RollupKey(meter_seq, event.customer, leaf, event.ts - event.ts % leaf)
-        finer[key] = merge(finer.get(key), single(event), windowed)
+        finer[key] = merge(finer.get(key), single(event, latest), windowed)
     _merge_into(rows, finer, windowed)
     for size in levels[1:]:
         coarser: dict[RollupKey, Rollup] = {}

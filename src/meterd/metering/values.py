@@ -26,6 +26,8 @@ class InvalidValue(ValueError):
 
 def parse_value(text: str) -> int:
     """``"2.5"`` -> 2_500_000_000_000, or :class:`InvalidValue` / :class:`ValueTooManyDigits`."""
+    if len(text) <= 7 and text.isascii() and text.isdigit():
+        return int(text) * SCALE
     match = _DECIMAL.fullmatch(text)
     if match is None or not (match.group(1) or match.group(2)):
         raise InvalidValue(text)

@@ -61,17 +61,27 @@ class IdempotentResponse(msgspec.Struct, kw_only=True):
 
 
 class RawEvent(NamedTuple):
-    """One row of the append-only event table; ``value`` is the canonical decimal text."""
+    """One row of the append-only event table; ``value`` is scaled by 10^12 (None for count).
+
+    ``recount_bucket`` is the rollup leaf of an event whose meter tracks the latest event
+    (:func:`meterd.metering.rollups.tracks_latest`), None otherwise.
+    """
 
     seq: int
     meter_seq: int
     customer: str
     ts: int
-    bucket: int
-    value: str | None
+    value: int | None
     identifier: str
     created: int
+    recount_bucket: int | None
     cancelled: bool = False
+
+
+NewEvent = tuple[int, str, int, int | None, str, int, int | None, str, bool]
+"""A counted event to append, as a plain tuple (one is built per event, so no class):
+(meter_seq, customer, ts, scaled value or None, identifier, created, recount_bucket,
+account_id, livemode). The last two say whose identifier it is."""
 
 
 class IdentifierRecord(NamedTuple):
@@ -118,14 +128,25 @@ class EventTransaction(Protocol):
 
     def identifier(self, scope: Scope, identifier: str) -> IdentifierRecord | None: ...
     def reserve_identifiers(self, rows: Sequence[Reservation]) -> None:
-        """Record identifiers, replacing expired records."""
+        """Record identifiers; a later record of the same identifier supersedes older ones."""
 
     def next_event_seq(self) -> int: ...
-    def append_events(self, events: Sequence[RawEvent]) -> None: ...
+    def append_events(self, first_seq: int, events: Sequence[NewEvent]) -> None:
+        """Append counted events with sequence numbers from ``first_seq`` on, and record their
+        identifiers (as :meth:`reserve_identifiers` would)."""
+
+    def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
+        """Fold the raw events ``first_seq <= seq < end_seq`` into their rollups, in the database.
+
+        Only for meters without an event_time_window, and events whose values sum below 2^62
+        (the caller checks); the rows' latest event is kept for meters that track it.
+        """
+
     def event(self, seq: int) -> RawEvent: ...
     def cancel_event(self, seq: int) -> None: ...
     def bucket_events(self, meter_seq: int, customer: str, bucket: int) -> list[StoredEvent]:
-        """The uncancelled raw events of one rollup leaf, in arrival order."""
+        """The uncancelled raw events of one rollup leaf, in arrival order (meters that track
+        the latest event only: the others' events have no ``recount_bucket``)."""
 
     def merge_rollups(self, deltas: dict[RollupKey, Rollup], windowed: set[int]) -> None:
         """Merge each delta into its stored row (:func:`meterd.metering.rollups.merge`).
@@ -171,6 +192,11 @@ class Store(Protocol):
         """Raises ``AlreadyExists("event_name")`` when the scope has a meter with that name."""
 
     async def get_meter(self, scope: Scope, meter_id: str) -> Meter | None: ...
+    async def find_meter_by_event_name(
+        self, scope: Scope, event_name: str
+    ) -> tuple[Meter, int] | None:
+        """The meter that owns ``event_name`` and its compact key (see EventTransaction)."""
+
     async def save_meter(self, meter: Meter) -> None: ...
     async def list_meters(
         self, scope: Scope, page: PageRequest, status: MeterStatus | None

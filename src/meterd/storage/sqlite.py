@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from meterd.keys import Account, ApiKey
 from meterd.metering.error_reports import ErrorReport
+from meterd.metering.events import IDENTIFIER_TTL_SECONDS
 from meterd.metering.meters import Meter, MeterStatus
 from meterd.metering.rollups import Rollup
 from meterd.metering.sessions import MeterEventSession
@@ -34,6 +35,7 @@ from meterd.storage.base import (
 from meterd.storage.sqlite_events import (
     METER_COLUMNS,
     REPORT_COLUMNS,
+    RecentIdentifiers,
     SQLiteEventTransaction,
     meter_from_row,
     register_functions,
@@ -42,6 +44,10 @@ from meterd.storage.sqlite_events import (
 )
 
 T = TypeVar("T")
+
+ARRIVAL_ORDER_MARGIN_SECONDS = 600
+"""Raw events are in arrival order only give or take a commit: identifiers are kept this much
+longer than 24 hours, and lookups check the exact age."""
 
 _KEY_COLUMNS = "id, account_id, livemode, secret_hash, last4, created, revoked_at"
 _SESSION_COLUMNS = "id, account_id, livemode, token_hash, created, expires_at"
@@ -55,6 +61,7 @@ class SQLiteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterd-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._meter_seqs: dict[str, int] = {}
+        self._identifiers = RecentIdentifiers()
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
@@ -80,6 +87,49 @@ class SQLiteStore:
         register_functions(conn)
         self._conn = conn
         self._migrate()
+        self._load_identifiers()
+
+    def _load_identifiers(self) -> None:
+        """Rebuild the in-memory identifier indexes: the raw events of the last 24 hours (and
+        a margin), and the identifier log (pruned to the same age)."""
+        assert self._conn is not None
+        since = int(time.time()) - IDENTIFIER_TTL_SECONDS - ARRIVAL_ORDER_MARGIN_SECONDS
+        counted = self._conn.execute(
+            "SELECT e.seq, m.account_id, m.livemode, e.identifier FROM meter_events e "
+            "JOIN meters m ON m.seq = e.meter_seq WHERE e.seq >= ? ORDER BY e.seq",
+            (self._first_event_since(since),),
+        )
+        while rows := counted.fetchmany(100_000):
+            self._identifiers.counted.add(
+                [hash((row[1], bool(row[2]), row[3])) for row in rows], [row[0] for row in rows]
+            )
+        logged = self._conn.execute(
+            "SELECT seq, account_id, livemode, identifier FROM event_identifier_log ORDER BY seq"
+        )
+        while rows := logged.fetchmany(100_000):
+            self._identifiers.uncounted.add(
+                [hash((row[1], bool(row[2]), row[3])) for row in rows], [row[0] for row in rows]
+            )
+
+    def _first_event_since(self, since: int) -> int:
+        """The first raw event created after ``since``, found by bisecting the sequence: raw
+        events are appended in arrival order (give or take a commit, hence the margin the
+        callers leave), and an index on ``created`` would cost every insert."""
+        assert self._conn is not None
+        low, high = self._conn.execute(
+            "SELECT coalesce(min(seq), 1), coalesce(max(seq), 0) + 1 FROM meter_events"
+        ).fetchone()
+        while low < high:
+            middle = (low + high) // 2
+            row = self._conn.execute(
+                "SELECT seq, created FROM meter_events WHERE seq >= ? ORDER BY seq LIMIT 1",
+                (middle,),
+            ).fetchone()
+            if row is None or row[1] > since:
+                high = middle
+            else:
+                low = row[0] + 1
+        return int(low)
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -204,6 +254,17 @@ class SQLiteStore:
 
         return await self._run(run)
 
+    async def find_meter_by_event_name(
+        self, scope: Scope, event_name: str
+    ) -> tuple[Meter, int] | None:
+        def run() -> tuple[Meter, int] | None:
+            assert self._conn is not None
+            return SQLiteEventTransaction(self._conn, self._identifiers).meter_by_event_name(
+                scope, event_name
+            )
+
+        return await self._run(run)
+
     async def save_meter(self, meter: Meter) -> None:
         def run() -> None:
             with self._tx() as conn:
@@ -248,7 +309,10 @@ class SQLiteStore:
     async def transact(self, work: Callable[[EventTransaction], T]) -> T:
         def run() -> T:
             with self._tx() as conn:
-                return work(SQLiteEventTransaction(conn))
+                tx = SQLiteEventTransaction(conn, self._identifiers)
+                result = work(tx)
+            self._identifiers.take(tx)
+            return result
 
         return await self._run(run)
 
@@ -330,11 +394,30 @@ class SQLiteStore:
         return await self._run(run)
 
     async def prune_event_identifiers(self, before: int) -> int:
+        """Forget identifiers received at or before ``before``, oldest first.
+
+        The log and the raw events are in arrival order, so this reads only what it forgets. A
+        record that arrived out of order behind a newer one waits for the next prune; lookups
+        check the age of what they find anyway.
+        """
+
         def run() -> int:
             with self._tx() as conn:
-                return conn.execute(
-                    "DELETE FROM event_identifiers WHERE received <= ?", (before,)
+                row = conn.execute(
+                    "SELECT seq FROM event_identifier_log WHERE received > ? ORDER BY seq LIMIT 1",
+                    (before,),
+                ).fetchone()
+                if row is None:
+                    row = conn.execute(
+                        "SELECT coalesce(max(seq), 0) + 1 FROM event_identifier_log"
+                    ).fetchone()
+                bound = int(row[0])
+                deleted = conn.execute(
+                    "DELETE FROM event_identifier_log WHERE seq < ?", (bound,)
                 ).rowcount
+            self._identifiers.uncounted.drop_below(bound)
+            first = self._first_event_since(before - ARRIVAL_ORDER_MARGIN_SECONDS)
+            return int(deleted) + self._identifiers.counted.drop_below(first)
 
         return await self._run(run)
 

@@ -12,29 +12,64 @@ from typing import Any
 
 import msgspec
 
-from meterd.metering import values
 from meterd.metering.error_reports import ErrorReport, ErrorType
 from meterd.metering.meters import Meter
-from meterd.metering.rollups import Rollup, RollupKey, StoredEvent
+from meterd.metering.rollups import DAY, HOUR, MINUTE, Rollup, RollupKey, StoredEvent
 from meterd.scope import Scope
-from meterd.storage.base import IdempotentResponse, IdentifierRecord, RawEvent, Reservation
+from meterd.storage.base import (
+    IdempotentResponse,
+    IdentifierRecord,
+    NewEvent,
+    RawEvent,
+    Reservation,
+)
+from meterd.storage.identifier_index import IdentifierIndex
 
 METER_COLUMNS = (
     "id, account_id, livemode, display_name, event_name, formula, customer_key, value_key, "
     "event_time_window, status, deactivated_at, created, updated"
 )
 REPORT_COLUMNS = "id, account_id, livemode, type, event_name, meter_id, window_start, created, data"
-_EVENT_COLUMNS = "seq, meter_seq, customer, ts, bucket, value, identifier, created, cancelled"
+_EVENT_COLUMNS = (
+    "seq, meter_seq, customer, ts, value, identifier, created, recount_bucket, cancelled"
+)
 _ROLLUP_VALUES = "event_count, total, latest_ts, latest_seq, latest_value"
 
 _error_types = msgspec.json.Decoder(list[ErrorType])
 
 
+class RecentIdentifiers:
+    """The identifiers of the last 24 hours, by hash, for dedup and cancellation.
+
+    Counted events are found through their raw rows (``meter_events.seq``); events that only
+    raised an error report through the identifier log (``event_identifier_log.seq``). Both
+    indexes live in memory and are rebuilt from the database at start-up, so that no B-tree
+    over random identifiers is written on every insert (see the stream issue).
+    """
+
+    def __init__(self) -> None:
+        self.counted = IdentifierIndex()
+        self.uncounted = IdentifierIndex()
+
+    def take(self, tx: SQLiteEventTransaction) -> None:
+        """After ``tx`` committed: index what it wrote."""
+        for hashes, rows in tx.appended:
+            self.counted.add(hashes, rows)
+        for hashes, rows in tx.logged:
+            self.uncounted.add(hashes, rows)
+
+
 class SQLiteEventTransaction:
     """:class:`meterd.storage.base.EventTransaction` over an open SQLite transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, identifiers: RecentIdentifiers) -> None:
         self.conn = conn
+        self.identifiers = identifiers
+        self.appended: list[tuple[list[int], range]] = []
+        """Identifier hashes of the counted events appended here, with their sequence numbers:
+        the index takes them after COMMIT (see :meth:`RecentIdentifiers.take`)."""
+        self.logged: list[tuple[list[int], range]] = []
+        """The same for uncounted events, with their identifier log rows."""
 
     def meter_by_event_name(self, scope: Scope, event_name: str) -> tuple[Meter, int] | None:
         row = self.conn.execute(
@@ -57,47 +92,110 @@ class SQLiteEventTransaction:
     def received_identifiers(
         self, scope: Scope, identifiers: Sequence[str], since: int
     ) -> dict[str, int]:
-        if len(identifiers) == 1:
-            row = self.conn.execute(
-                "SELECT received FROM event_identifiers "
-                "WHERE account_id = ? AND livemode = ? AND identifier = ?",
-                (scope.account_id, scope.livemode, identifiers[0]),
-            ).fetchone()
-            return {identifiers[0]: row[0]} if row is not None and row[0] > since else {}
-        rows = self.conn.execute(
-            "SELECT identifier, received FROM event_identifiers "
-            "WHERE account_id = ? AND livemode = ? "
-            "AND identifier IN (SELECT value FROM json_each(?)) AND received > ?",
-            (scope.account_id, scope.livemode, _json(list(identifiers)), since),
-        ).fetchall()
-        return {row[0]: row[1] for row in rows}
+        found: dict[str, int] = {}
+        for record in self._logged(scope, identifiers):
+            if record[1] > since and record[1] > found.get(record[0], since):
+                found[record[0]] = record[1]
+        return found
 
     def identifier(self, scope: Scope, identifier: str) -> IdentifierRecord | None:
-        row = self.conn.execute(
-            "SELECT received, event_seq, uncounted_event_name FROM event_identifiers "
-            "WHERE account_id = ? AND livemode = ? AND identifier = ?",
-            (scope.account_id, scope.livemode, identifier),
-        ).fetchone()
-        return IdentifierRecord(row[0], row[1], row[2]) if row else None
+        records = self._logged(scope, [identifier])
+        if not records:
+            return None
+        latest = records[-1]
+        return IdentifierRecord(latest[1], latest[2], latest[3])
+
+    def _logged(
+        self, scope: Scope, identifiers: Sequence[str]
+    ) -> list[tuple[str, int, int | None, str | None]]:
+        """Records of ``identifiers`` in ``scope``, oldest first: (identifier, received,
+        event_seq, uncounted_event_name). A counted event's record is its raw row; an
+        uncounted one's is in the identifier log. The in-memory indexes may return rows of
+        other identifiers with the same hash; they are filtered out here."""
+        account, livemode = scope.account_id, scope.livemode
+        hashes = [hash((account, livemode, i)) for i in identifiers]
+        counted = self.identifiers.counted.lookup(hashes)
+        uncounted = self.identifiers.uncounted.lookup(hashes)
+        if not counted and not uncounted:
+            return []
+        records: list[tuple[str, int, int | None, str | None]] = []
+        if counted:
+            records += self.conn.execute(
+                "SELECT e.identifier, e.created, e.seq, NULL FROM meter_events e "
+                "JOIN meters m ON m.seq = e.meter_seq "
+                "WHERE e.seq IN (SELECT value FROM json_each(?)) "
+                "AND m.account_id = ? AND m.livemode = ?",
+                (_json([row for found in counted.values() for row in found]), account, livemode),
+            ).fetchall()
+        if uncounted:
+            records += self.conn.execute(
+                "SELECT identifier, received, event_seq, uncounted_event_name FROM "
+                "event_identifier_log WHERE seq IN (SELECT value FROM json_each(?)) "
+                "AND account_id = ? AND livemode = ?",
+                (_json([row for found in uncounted.values() for row in found]), account, livemode),
+            ).fetchall()
+        wanted = {identifiers[position] for position in (*counted, *uncounted)}
+        return sorted(
+            (tuple(row) for row in records if row[0] in wanted),  # type: ignore[misc]
+            key=lambda record: record[1],
+        )
 
     def reserve_identifiers(self, rows: Sequence[Reservation]) -> None:
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO event_identifiers (account_id, livemode, identifier, "
-            "received, event_seq, uncounted_event_name) VALUES (?, ?, ?, ?, ?, ?)",
-            [(r.scope.account_id, r.scope.livemode, *r[1:]) for r in rows],
+        if not rows:
+            return
+        first = self._next_log_seq()
+        self.conn.execute(
+            "INSERT INTO event_identifier_log (seq, account_id, livemode, identifier, "
+            "received, event_seq, uncounted_event_name) SELECT ? + key, value ->> 0, "
+            "value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 FROM json_each(?)",
+            (first, _json([(r.scope.account_id, r.scope.livemode, *r[1:]) for r in rows])),
         )
+        self.logged.append(
+            (
+                [hash((r.scope.account_id, r.scope.livemode, r.identifier)) for r in rows],
+                range(first, first + len(rows)),
+            )
+        )
+
+    def _next_log_seq(self) -> int:
+        found = self.conn.execute("SELECT max(seq) FROM event_identifier_log").fetchone()
+        return int(found[0] or 0) + 1
 
     def next_event_seq(self) -> int:
         row = self.conn.execute("SELECT max(seq) FROM meter_events").fetchone()
         return int(row[0] or 0) + 1
 
-    def append_events(self, events: Sequence[RawEvent]) -> None:
-        # executemany measured twice as fast here as one INSERT ... SELECT over json_each,
-        # which parses each row's JSON once per column.
-        self.conn.executemany(
-            f"INSERT INTO meter_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            events,
+    def append_events(self, first_seq: int, events: Sequence[NewEvent]) -> None:
+        """One statement over one JSON encoding of the batch. ``executemany`` would hand the
+        GIL back and forth with the event loop once per row, which under load costs more than
+        SQLite parsing the JSON (measured in the stream issue). The raw row is the identifier's
+        record too: a counted event writes nothing else for its dedup."""
+        if not events:
+            return
+        rows: Sequence[tuple[object, ...]] = events
+        if any(e[3] is not None and not -_HALF_INT64 < e[3] < _HALF_INT64 for e in events):
+            rows = [(*e[:3], None if e[3] is None else db_int(e[3]), *e[4:]) for e in events]
+        batch = _json(rows)
+        self.conn.execute(
+            "INSERT INTO meter_events (seq, meter_seq, customer, ts, value, identifier, created, "
+            "recount_bucket) SELECT ?1 + key, value ->> 0, value ->> 1, value ->> 2, "
+            "value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM json_each(?2)",
+            (first_seq, batch),
         )
+        self.appended.append(
+            (
+                [hash((e[7], e[8], e[4])) for e in events],
+                range(first_seq, first_seq + len(events)),
+            )
+        )
+
+    def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
+        create, clear, fill = _BATCH_MINUTES
+        self.conn.execute(create)
+        self.conn.execute(clear)
+        self.conn.execute(fill, (first_seq, end_seq))
+        for statement in _MERGE_BATCH_MINUTES:
+            self.conn.execute(statement)
 
     def event(self, seq: int) -> RawEvent:
         row = self.conn.execute(
@@ -110,9 +208,9 @@ class SQLiteEventTransaction:
 
     def bucket_events(self, meter_seq: int, customer: str, bucket: int) -> list[StoredEvent]:
         rows = self.conn.execute(
-            "SELECT seq, customer, ts, value FROM meter_events "
-            "WHERE bucket = ? AND meter_seq = ? AND customer = ? AND NOT cancelled ORDER BY seq",
-            (bucket, meter_seq, customer),
+            "SELECT seq, customer, ts, value FROM meter_events WHERE meter_seq = ? "
+            "AND customer = ? AND recount_bucket = ? AND NOT cancelled ORDER BY seq",
+            (meter_seq, customer, bucket),
         ).fetchall()
         return [StoredEvent(r[0], r[1], r[2], scaled(r[3])) for r in rows]
 
@@ -260,6 +358,51 @@ _SAFE_ADD = (
 """Native addition while it cannot overflow (SQLite would turn an overflow into a float)."""
 
 
+_LATEST_KEY = "e.ts * 16777216 + (e.seq - ?1)"
+"""Orders a batch's events by (timestamp, arrival) in one integer: timestamps stay below 2^38
+and a batch below 2^24 events. SQLite takes a row's bare columns from the row that holds the
+max() of a grouped query, which gives each group's latest event without a second pass."""
+
+_NEWER = "(excluded.latest_ts, excluded.latest_seq) > (latest_ts, latest_seq)"
+
+
+_BATCH_MINUTES = (
+    "CREATE TEMP TABLE IF NOT EXISTS batch_minutes (meter_seq, customer, bucket, n, total, "
+    "latest_key, latest_ts, latest_seq, latest_value)",
+    "DELETE FROM temp.batch_minutes",
+    "INSERT INTO temp.batch_minutes SELECT e.meter_seq, e.customer, e.ts - e.ts % 60, count(*), "
+    f"coalesce(sum(e.value), 0), max({_LATEST_KEY}), "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.ts END, "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.seq END, "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE coalesce(e.value, 0) END "
+    "FROM meter_events e WHERE e.seq >= ?1 AND e.seq < ?2 "
+    "GROUP BY e.meter_seq, e.customer, e.ts - e.ts % 60",
+)
+"""A batch's events per (meter, customer, minute), with each group's latest event: one pass
+over the batch; the minute, hour and day rows are then merged from these few rows."""
+
+
+def _merge_batch_minutes(size: int) -> str:
+    return (
+        f"INSERT INTO meter_rollups (meter_seq, customer, size, bucket, {_ROLLUP_VALUES}) "
+        f"SELECT meter_seq, customer, {size}, bucket, n, total, lts, lseq, lvalue FROM ("
+        f"SELECT meter_seq, customer, bucket - bucket % {size} AS bucket, sum(n) AS n, "
+        "sum(total) AS total, max(latest_key), latest_ts AS lts, latest_seq AS lseq, "
+        "latest_value AS lvalue FROM temp.batch_minutes "
+        f"GROUP BY meter_seq, customer, bucket - bucket % {size} "
+        "ORDER BY meter_seq, customer, 3"
+        ") WHERE true "
+        "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
+        f"event_count = event_count + excluded.event_count, total = {_SAFE_ADD}, "
+        f"latest_ts = CASE WHEN {_NEWER} THEN excluded.latest_ts ELSE latest_ts END, "
+        f"latest_seq = CASE WHEN {_NEWER} THEN excluded.latest_seq ELSE latest_seq END, "
+        f"latest_value = CASE WHEN {_NEWER} THEN excluded.latest_value ELSE latest_value END"
+    )
+
+
+_MERGE_BATCH_MINUTES = [_merge_batch_minutes(size) for size in (MINUTE, HOUR, DAY)]
+
+
 def _json(value: object) -> str:
     return msgspec.json.encode(value).decode()
 
@@ -284,16 +427,17 @@ def raw_from_row(row: Any) -> RawEvent:
         meter_seq=row[1],
         customer=row[2],
         ts=row[3],
-        bucket=row[4],
-        value=row[5],
-        identifier=row[6],
-        created=row[7],
+        value=None if row[4] is None else int(row[4]),
+        identifier=row[5],
+        created=row[6],
+        recount_bucket=row[7],
         cancelled=bool(row[8]),
     )
 
 
-def scaled(text: str | None) -> int:
-    return 0 if text is None else values.parse_value(text)
+def scaled(stored: int | str | None) -> int:
+    """A stored scaled value (an integer, or its decimal text past 62 bits); 0 for count."""
+    return 0 if stored is None else int(stored)
 
 
 def rollup_from_row(row: Any) -> Rollup:
