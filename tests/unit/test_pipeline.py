@@ -123,6 +123,21 @@ class ControlledStore:
 
         return await self.inner.transact(fail)
 
+    async def transact_each(
+        self,
+        take: Callable[[], Any],
+        work: Callable[[EventTransaction, Any], T],
+        done: Callable[[Any, T | None, BaseException | None], None],
+    ) -> None:
+        """The store's loop, with each batch's transaction going through the gate above."""
+        while (unit := take()) is not None:
+            try:
+                result = await self.transact(lambda tx, unit=unit: work(tx, unit))
+            except Exception as exc:
+                done(unit, None, exc)
+                continue
+            done(unit, result, None)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

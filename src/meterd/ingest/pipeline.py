@@ -1,7 +1,7 @@
 """Group commit: many requests' events are written in one transaction, with one fsync.
 
-Requests hand their validated events to :meth:`IngestPipeline.submit` and wait. A single task
-takes everything queued so far, writes it in one transaction, and only then answers each
+Requests hand their validated events to :meth:`IngestPipeline.submit` and wait. The store's
+writer takes everything queued so far, writes it in one transaction, and only then answers each
 request, so nothing is acknowledged before it is durable and a failed commit fails exactly the
 requests that were in it. While one commit runs, the next batch gathers. The queue is bounded:
 when it is full, new requests get 429 instead of growing memory.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from meterd.metering.events import EventSubmission
 from meterd.metering.meters import Meter
 from meterd.scope import Scope
 from meterd.storage import Store
+from meterd.storage.base import EventTransaction
 
 log = logging.getLogger("meterd.ingest")
 
@@ -104,6 +106,9 @@ class IngestPipeline:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._lock = threading.Lock()
+        """``queued_events`` changes on the event loop (submit) and the writer's thread (take)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="meterd-ingest")
@@ -139,51 +144,75 @@ class IngestPipeline:
             )
         assessed = assess_batch(events, await self.meters.lookup(events))
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(events, assessed, future))
-        self.queued_events += len(events)
+        with self._lock:
+            self._queue.append(_Pending(events, assessed, future))
+            self.queued_events += len(events)
         self._wakeup.set()
         return await future
 
-    def _take(self) -> list[_Pending]:
+    def _take(self) -> list[_Pending] | None:
+        """The next batch, on the writer's thread; None when nothing is queued."""
+        if not self._queue:
+            return None
+        lingering = self.linger_seconds > 0 and not self._stopping
+        if lingering and self.queued_events < LINGER_BELOW_EVENTS:
+            time.sleep(self.linger_seconds)
         taken: list[_Pending] = []
         size = 0
-        while self._queue and (
-            not taken or size + len(self._queue[0].events) <= self.max_batch_events
-        ):
-            pending = self._queue.popleft()
-            taken.append(pending)
-            size += len(pending.events)
-        self.queued_events -= size
+        with self._lock:
+            while self._queue and (
+                not taken or size + len(self._queue[0].events) <= self.max_batch_events
+            ):
+                pending = self._queue.popleft()
+                taken.append(pending)
+                size += len(pending.events)
+            self.queued_events -= size
         return taken
 
+    @staticmethod
+    def _write(tx: EventTransaction, taken: list[_Pending]) -> list[Outcome]:
+        batch = [event for pending in taken for event in pending.events]
+        return ingest(tx, batch, Assessment.join([pending.assessed for pending in taken]))
+
+    def _written(
+        self, taken: list[_Pending], outcomes: list[Outcome] | None, error: BaseException | None
+    ) -> None:
+        """On the writer's thread, right after the commit (or its failure)."""
+        if error is not None:
+            count = sum(len(pending.events) for pending in taken)
+            log.error("commit of %d events failed", count, exc_info=error)
+        else:
+            self.batches_committed += 1
+            self.events_committed += sum(len(pending.events) for pending in taken)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._answer, taken, outcomes, error)
+
+    @staticmethod
+    def _answer(
+        taken: list[_Pending], outcomes: list[Outcome] | None, error: BaseException | None
+    ) -> None:
+        start = 0
+        for pending in taken:
+            if pending.future.done():
+                continue
+            if error is not None or outcomes is None:
+                pending.future.set_exception(error or RuntimeError("no outcome"))
+                continue
+            end = start + len(pending.events)
+            pending.future.set_result(outcomes[start:end])
+            start = end
+
     async def _run(self) -> None:
+        """Hand the writer every batch until the queue is empty, then wait for more.
+
+        The writer takes the next batch itself as soon as one commits, instead of waiting for
+        this loop to be scheduled again between other requests' work.
+        """
+        self._loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while self._queue:
-                lingering = self.linger_seconds > 0 and not self._stopping
-                if lingering and self.queued_events < LINGER_BELOW_EVENTS:
-                    await asyncio.sleep(self.linger_seconds)
-                await self._commit(self._take())
-            if self._stopping:
+            if self._queue:
+                await self.store.transact_each(self._take, self._write, self._written)
+            if self._stopping and not self._queue:
                 return
-
-    async def _commit(self, taken: list[_Pending]) -> None:
-        batch = [event for pending in taken for event in pending.events]
-        assessed = Assessment.join([pending.assessed for pending in taken])
-        try:
-            outcomes = await self.store.transact(lambda tx: ingest(tx, batch, assessed))
-        except Exception as exc:
-            log.exception("commit of %d events failed", len(batch))
-            for pending in taken:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            return
-        self.batches_committed += 1
-        self.events_committed += len(batch)
-        start = 0
-        for pending in taken:
-            end = start + len(pending.events)
-            if not pending.future.done():
-                pending.future.set_result(outcomes[start:end])
-            start = end

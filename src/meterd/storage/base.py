@@ -19,6 +19,7 @@ from meterd.metering.sessions import MeterEventSession
 from meterd.scope import Scope
 
 T = TypeVar("T")
+W = TypeVar("W")
 
 IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
@@ -206,6 +207,17 @@ class Store(Protocol):
     # events, rollups and error reports
     async def transact(self, work: Callable[[EventTransaction], T]) -> T:
         """Run ``work`` in one write transaction on the writer; commit once, or roll back."""
+
+    async def transact_each(
+        self,
+        take: Callable[[], W | None],
+        work: Callable[[EventTransaction, W], T],
+        done: Callable[[W, T | None, BaseException | None], None],
+    ) -> None:
+        """On the writer, one transaction for each unit ``take`` hands out, until it hands out
+        None; ``done`` hears each result (or the failure, rolled back) from the writer's thread
+        as soon as it committed. The group commit's loop: the writer goes from one batch to the
+        next without waiting for the event loop in between."""
 
     async def read_rollups(
         self, meter: Meter, customer: str, spans: Sequence[tuple[int, int, int]]

@@ -44,6 +44,7 @@ from meterd.storage.sqlite_events import (
 )
 
 T = TypeVar("T")
+W = TypeVar("W")
 
 ARRIVAL_ORDER_MARGIN_SECONDS = 600
 """Raw events are in arrival order only give or take a commit: identifiers are kept this much
@@ -315,6 +316,26 @@ class SQLiteStore:
             return result
 
         return await self._run(run)
+
+    async def transact_each(
+        self,
+        take: Callable[[], W | None],
+        work: Callable[[EventTransaction, W], T],
+        done: Callable[[W, T | None, BaseException | None], None],
+    ) -> None:
+        def run() -> None:
+            while (unit := take()) is not None:
+                try:
+                    with self._tx() as conn:
+                        tx = SQLiteEventTransaction(conn, self._identifiers)
+                        result = work(tx, unit)
+                except Exception as exc:
+                    done(unit, None, exc)
+                    continue
+                self._identifiers.take(tx)
+                done(unit, result, None)
+
+        await self._run(run)
 
     def _meter_seq(self, meter: Meter) -> int:
         seq = self._meter_seqs.get(meter.id)

@@ -175,13 +175,18 @@ class SQLiteEventTransaction:
         rows: Sequence[tuple[object, ...]] = events
         if any(e[3] is not None and not -_HALF_INT64 < e[3] < _HALF_INT64 for e in events):
             rows = [(*e[:3], None if e[3] is None else db_int(e[3]), *e[4:]) for e in events]
-        batch = _json(rows)
-        self.conn.execute(
-            "INSERT INTO meter_events (seq, meter_seq, customer, ts, value, identifier, created, "
-            "recount_bucket) SELECT ?1 + key, value ->> 0, value ->> 1, value ->> 2, "
-            "value ->> 3, value ->> 4, value ->> 5, value ->> 6 FROM json_each(?2)",
-            (first_seq, batch),
-        )
+        done = 0
+        for size in _chunks(len(rows)):
+            chunk = rows[done : done + size]
+            self.conn.execute(
+                _INSERT_EVENTS[size],
+                [
+                    value
+                    for seq, row in enumerate(chunk, first_seq + done)
+                    for value in (seq, *row[:7])
+                ],
+            )
+            done += size
         self.appended.append(
             (
                 [hash((e[7], e[8], e[4])) for e in events],
@@ -401,6 +406,26 @@ def _merge_batch_minutes(size: int) -> str:
 
 
 _MERGE_BATCH_MINUTES = [_merge_batch_minutes(size) for size in (MINUTE, HOUR, DAY)]
+
+
+_CHUNK_SIZES = (256, 64, 16, 4, 1)
+
+
+def _chunks(count: int) -> list[int]:
+    """``count`` rows as multi-row INSERTs of a few fixed sizes, so that their statements are
+    prepared once and cached (256 rows of 8 values stay under SQLite's 32,766 parameters)."""
+    sizes = []
+    for size in _CHUNK_SIZES:
+        whole, count = divmod(count, size)
+        sizes += [size] * whole
+    return sizes
+
+
+_INSERT_EVENTS = {
+    size: "INSERT INTO meter_events (seq, meter_seq, customer, ts, value, identifier, created, "
+    "recount_bucket) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * size)
+    for size in _CHUNK_SIZES
+}
 
 
 def _json(value: object) -> str:
