@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
+import sys
 from types import FrameType
 from typing import Annotated, Literal
 
@@ -51,6 +52,15 @@ DatabaseOption = Annotated[
         help="Database URL, e.g. sqlite:///meterd.db (relative) or sqlite:////var/lib/m.db.",
     ),
 ]
+
+
+GIL_SWITCH_SECONDS = 0.0005
+"""How long a thread may wait for the GIL before it asks for it (Python's default: 5 ms).
+
+The store's writer thread gives the GIL up for every SQL statement and needs it back after;
+while the event loop is busy parsing requests, each of those waits cost up to the switch
+interval. Measured in the stream issue: with a busy second thread, ingest went from 12,500 to
+about 45,000 events/s at 0.5 ms; through the real server, the stream gained 10-20%."""
 
 
 def _now() -> int:
@@ -112,6 +122,7 @@ def serve(
     [bold]Example[/bold]: meterd serve --port 8420 --database sqlite:///meterd.db
     """
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
     secret = asyncio.run(_bootstrap(database))
     if secret is not None:
         console.print("Created an account. Its test secret key, shown only this once:")
