@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench bench-events bench-stream bench-summaries clean
+.PHONY: run test lint typecheck bench bench-events bench-stream bench-summaries bench-ingest clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meterd needs Python 3.11 or newer (set PYTHON=...)")'
@@ -37,6 +37,11 @@ bench-stream: $(STAMP)
 
 bench-summaries: $(STAMP)
 	$(BIN)/python bench/summaries.py --events 1000000 10000000
+
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest_writer.py
+	$(BIN)/python bench/ingest_writer.py --busy
+	$(BIN)/python bench/ingest_writer.py --busy --switch 0.0005
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
