@@ -909,3 +909,17 @@ def test_identifiers_survive_a_restart(tmp_path_factory: pytest.TempPathFactory)
         assert total(client, meter.id) == 5
     finally:
         stop_server(again)
+
+
+def test_a_malformed_event_is_named_in_the_message(server: RunningServer, session: Any) -> None:
+    """v2 errors carry no ``param``, and a request holds up to 100 events: the message says
+    which event and field is wrong."""
+    body = {
+        "events": [
+            {"event_name": "a", "payload": {"stripe_customer_id": "c", "value": "1"}},
+            {"event_name": "a", "payload": {"stripe_customer_id": "c", "value": 1}},
+        ]
+    }
+    answer = post_raw(server.base_url, json.dumps(body), session.authentication_token)
+    assert answer.status_code == 400
+    assert "events[1][payload][value]" in answer.json()["error"]["message"]

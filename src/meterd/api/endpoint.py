@@ -153,6 +153,11 @@ async def read_params(
         return decode_form(bytes(body))
     if not body.strip():
         return {}
+    return json_object(bytes(body))
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """A v2 body decoded without a type; 400 unless it is a JSON object."""
     try:
         decoded = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:

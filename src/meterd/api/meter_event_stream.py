@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from meterd.api.auth import secret_from_header
-from meterd.api.endpoint import ApiCall, read_params, resource, v2_unrecorded
+from meterd.api.endpoint import ApiCall, json_object, read_params, resource, v2_unrecorded
 from meterd.api.meter_events import EventName, Identifier, Payload, new_identifier
 from meterd.api.params import parse_params
 from meterd.api.responses import encoded_response, error_response
@@ -113,19 +113,14 @@ def stream_params(body: bytes) -> StreamParams:
         return _decode_stream(body)
     except (msgspec.ValidationError, msgspec.DecodeError):
         pass
-    data = _json_object(body)
-    params = parse_params(data, StreamParams, from_form=False)
-    return params
-
-
-def _json_object(body: bytes) -> Any:
     try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequestError(f"Invalid JSON body: {exc}.") from None
-    if not isinstance(data, dict):
-        raise InvalidRequestError("Invalid JSON body: the request body must be a JSON object.")
-    return data
+        return parse_params(json_object(body), StreamParams, from_form=False)
+    except InvalidRequestError as error:
+        # v2 errors have no ``param``: the message names the event and field instead.
+        if error.param and error.param not in error.message:
+            error.message = f"{error.message} (at {error.param})"
+            error.args = (error.message,)
+        raise
 
 
 def submissions(scope: Scope, params: StreamParams, now: int) -> list[EventSubmission]:

@@ -166,10 +166,11 @@ class SQLiteEventTransaction:
         return int(row[0] or 0) + 1
 
     def append_events(self, first_seq: int, events: Sequence[NewEvent]) -> None:
-        """One statement over one JSON encoding of the batch. ``executemany`` would hand the
-        GIL back and forth with the event loop once per row, which under load costs more than
-        SQLite parsing the JSON (measured in the stream issue). The raw row is the identifier's
-        record too: a counted event writes nothing else for its dedup."""
+        """Multi-row INSERTs of 256 rows. ``executemany`` would take the GIL back after every
+        row, and wait for it while the event loop is busy; one INSERT over ``json_each`` of the
+        batch costs SQLite 2.5 µs an event parsing JSON, against 1 µs here (measured in the
+        stream issue). The raw row is the identifier's record too: a counted event writes
+        nothing else for its dedup."""
         if not events:
             return
         rows: Sequence[tuple[object, ...]] = events
@@ -237,7 +238,7 @@ class SQLiteEventTransaction:
             f"{_ROLLUP_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
         )
-        newer = "(excluded.latest_ts, excluded.latest_seq) > (latest_ts, latest_seq)"
+        newer = _NEWER
         latest = (
             f"latest_ts = CASE WHEN {newer} THEN excluded.latest_ts ELSE latest_ts END, "
             f"latest_seq = CASE WHEN {newer} THEN excluded.latest_seq ELSE latest_seq END, "
