@@ -86,7 +86,7 @@ class Assessment:
     dedup, the inserts and the rollups.
     """
 
-    __slots__ = ("folded_meters", "meters", "total", "verdicts")
+    __slots__ = ("folded_meters", "hashes", "meters", "plain", "total", "verdicts")
 
     def __init__(
         self,
@@ -94,8 +94,15 @@ class Assessment:
         total: int,
         folded_meters: set[int],
         meters: dict[int, Meter],
+        hashes: list[int],
+        plain: bool,
     ) -> None:
         self.verdicts = verdicts
+        self.hashes = hashes
+        """Each event's identifier hash (see :meth:`EventTransaction.may_have_seen`)."""
+        self.plain = plain
+        """Every event counts and no meter folds in Python: the writer's short path applies
+        unless an identifier may have been seen."""
         self.total = total
         """The sum of the counted events' scaled values (a bound: duplicates drop out later)."""
         self.folded_meters = folded_meters
@@ -111,27 +118,39 @@ class Assessment:
             sum(part.total for part in parts),
             set().union(*(part.folded_meters for part in parts)),
             {k: v for part in parts for k, v in part.meters.items()},
+            [hashed for part in parts for hashed in part.hashes],
+            all(part.plain for part in parts),
         )
 
     def subset(self, indices: Sequence[int]) -> Assessment:
-        verdicts = self.verdicts
+        verdicts, hashes = self.verdicts, self.hashes
         return Assessment(
-            [verdicts[i] for i in indices], self.total, self.folded_meters, self.meters
+            [verdicts[i] for i in indices],
+            self.total,
+            self.folded_meters,
+            self.meters,
+            [hashes[i] for i in indices],
+            self.plain,
         )
 
 
 def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Assessment:
     """Apply the event rules (:func:`meterd.metering.events.assess`) to every event."""
     verdicts: list[NewEvent | Problem] = []
+    hashes: list[int] = []
     total = 0
     folded: set[int] = set()
     by_seq: dict[int, Meter] = {}
     leaves: dict[int, int | None] = {}
+    plain = True
     for event in batch:
-        found = meters[(event.scope, event.event_name)]
+        scope = event.scope
+        hashes.append(identifier_hash(scope, event.identifier))
+        found = meters[(scope, event.event_name)]
         verdict = assess(event, found[0] if found else None, event.created)
         if verdict.__class__ is not Counted:
             verdicts.append(verdict)  # type: ignore[arg-type]
+            plain = False
             continue
         assert found is not None and isinstance(verdict, Counted)
         meter, meter_seq = found
@@ -145,7 +164,6 @@ def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Asses
         value = verdict.value
         if value is not None:
             total += value
-        scope = event.scope
         verdicts.append(
             (
                 meter_seq,
@@ -159,7 +177,13 @@ def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Asses
                 scope.livemode,
             )
         )
-    return Assessment(verdicts, total, folded, by_seq)
+    return Assessment(verdicts, total, folded, by_seq, hashes, plain and not folded)
+
+
+def identifier_hash(scope: Scope, identifier: str) -> int:
+    """What the store's identifier index is keyed by (Python's hash: the index lives in one
+    process and is rebuilt at start-up, so a per-process hash is enough)."""
+    return hash((scope.account_id, scope.livemode, identifier))
 
 
 def lookup_meters(tx: EventTransaction, batch: Sequence[EventSubmission]) -> MeterLookup:
@@ -247,6 +271,8 @@ def _ingest(
     """Store a batch of assessed events: dedup, raw rows, rollups and error reports."""
     if not batch:
         return []
+    if assessed.plain and not tx.may_have_seen(assessed.hashes):
+        return _append_plain(tx, assessed)
     verdicts = assessed.verdicts
     outcomes: list[Outcome | None] = [None] * len(batch)
     candidates: dict[Scope, list[str]] = defaultdict(list)
@@ -305,6 +331,19 @@ def _ingest(
     for report in reports.values():
         tx.put_error_report(report)
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _append_plain(tx: EventTransaction, assessed: Assessment) -> list[Outcome]:
+    """The short path, for a batch whose events all count and whose identifiers are all new:
+    no per-event work here, the rows were built when the requests assessed their events."""
+    rows: list[NewEvent] = assessed.verdicts  # type: ignore[assignment]
+    first = tx.next_event_seq()
+    tx.append_events(first, rows, assessed.hashes)
+    if assessed.total < rollups.SQL_SUM_LIMIT:
+        tx.add_event_rollups(first, first + len(rows))
+    else:
+        _fold_rollups(tx, assessed.meters, first, rows)
+    return [ACCEPTED] * len(rows)
 
 
 def _fold_rollups(

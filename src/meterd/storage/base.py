@@ -132,9 +132,16 @@ class EventTransaction(Protocol):
         """Record identifiers; a later record of the same identifier supersedes older ones."""
 
     def next_event_seq(self) -> int: ...
-    def append_events(self, first_seq: int, events: Sequence[NewEvent]) -> None:
+    def append_events(
+        self, first_seq: int, events: Sequence[NewEvent], hashes: Sequence[int] | None = None
+    ) -> None:
         """Append counted events with sequence numbers from ``first_seq`` on, and record their
-        identifiers (as :meth:`reserve_identifiers` would)."""
+        identifiers (as :meth:`reserve_identifiers` would); ``hashes`` are their
+        :func:`meterd.ingest.writes.identifier_hash` values, when the caller has them."""
+
+    def may_have_seen(self, hashes: Sequence[int]) -> bool:
+        """False only if none of these identifier hashes was received in the last 24 hours,
+        and none repeats in ``hashes`` (a cheap check that lets a batch skip per-event dedup)."""
 
     def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
         """Fold the raw events ``first_seq <= seq < end_seq`` into their rollups, in the database.

@@ -165,7 +165,16 @@ class SQLiteEventTransaction:
         row = self.conn.execute("SELECT max(seq) FROM meter_events").fetchone()
         return int(row[0] or 0) + 1
 
-    def append_events(self, first_seq: int, events: Sequence[NewEvent]) -> None:
+    def may_have_seen(self, hashes: Sequence[int]) -> bool:
+        if len(set(hashes)) != len(hashes):
+            return True
+        return bool(self.identifiers.counted.lookup(hashes)) or bool(
+            self.identifiers.uncounted.lookup(hashes)
+        )
+
+    def append_events(
+        self, first_seq: int, events: Sequence[NewEvent], hashes: Sequence[int] | None = None
+    ) -> None:
         """Multi-row INSERTs of 256 rows. ``executemany`` would take the GIL back after every
         row, and wait for it while the event loop is busy; one INSERT over ``json_each`` of the
         batch costs SQLite 2.5 µs an event parsing JSON, against 1 µs here (measured in the
@@ -188,12 +197,9 @@ class SQLiteEventTransaction:
                 ],
             )
             done += size
-        self.appended.append(
-            (
-                [hash((e[7], e[8], e[4])) for e in events],
-                range(first_seq, first_seq + len(events)),
-            )
-        )
+        if hashes is None:
+            hashes = [hash((e[7], e[8], e[4])) for e in events]
+        self.appended.append((list(hashes), range(first_seq, first_seq + len(events))))
 
     def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
         create, clear, fill = _BATCH_MINUTES
