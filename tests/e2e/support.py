@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -56,3 +58,26 @@ def v2_error(exc: pytest.ExceptionInfo[stripe.StripeError], schema: str = "v2.er
     assert_matches(body, "v2.error", V2)
     assert_matches(body, schema, V2)
     return body["error"]
+
+
+DAY = 86400
+
+
+def total(
+    client: stripe.StripeClient,
+    meter_id: str,
+    customer: str = "c",
+    start: int | None = None,
+    end: int | None = None,
+) -> Decimal:
+    """The meter's aggregate for ``customer`` (by default 40 days back to a day ahead), exact."""
+    now = int(time.time())
+    start = (now - 40 * DAY) // 60 * 60 if start is None else start
+    end = (now + DAY) // 60 * 60 if end is None else end
+    page = client.v1.billing.meters.event_summaries.list(
+        meter_id, {"customer": customer, "start_time": start, "end_time": end}
+    )
+    assert page.last_response is not None
+    body = json.loads(page.last_response.body, parse_float=Decimal)
+    assert len(body["data"]) == 1
+    return Decimal(body["data"][0]["aggregated_value"])

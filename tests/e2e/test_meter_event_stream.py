@@ -30,7 +30,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
-from tests.e2e.support import new_meter, raw, rfc3339, unique
+from tests.e2e.support import new_meter, raw, rfc3339, total, unique
 from tests.spec import assert_matches, assert_matches_response
 
 V2 = "v2-billing-meters.json"
@@ -68,26 +68,6 @@ def event(
     if value is not None:
         payload["value"] = value
     return {"event_name": event_name, "payload": payload, **extra}
-
-
-def total(
-    client: stripe.StripeClient,
-    meter_id: str,
-    customer: str = "c",
-    start: int | None = None,
-    end: int | None = None,
-) -> Decimal:
-    """The meter's aggregate for ``customer`` (by default 40 days back to a day ahead), exact."""
-    now = int(time.time())
-    start = (now - 40 * DAY) // 60 * 60 if start is None else start
-    end = (now + DAY) // 60 * 60 if end is None else end
-    page = client.v1.billing.meters.event_summaries.list(
-        meter_id, {"customer": customer, "start_time": start, "end_time": end}
-    )
-    assert page.last_response is not None
-    body = json.loads(page.last_response.body, parse_float=Decimal)
-    assert len(body["data"]) == 1
-    return Decimal(body["data"][0]["aggregated_value"])
 
 
 def iso(moment: datetime) -> str:

@@ -8,7 +8,6 @@ validates everything synchronously and answers each problem with its own code
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -19,25 +18,11 @@ import pytest
 import stripe
 
 from tests.conftest import RunningServer, new_account_key
-from tests.e2e.support import new_meter, raw, rfc3339, unique, v1_error, v2_error
+from tests.e2e.support import new_meter, raw, rfc3339, total, unique, v1_error, v2_error
 from tests.spec import assert_matches
 
 V2 = "v2-billing-meters.json"
 DAY = 86400
-
-
-def total(client: stripe.StripeClient, meter_id: str, customer: str) -> Decimal:
-    """The meter's aggregate for ``customer`` over 40 days back to a day ahead (exact)."""
-    now = int(time.time())
-    start = (now - 40 * DAY) // 60 * 60
-    end = (now + DAY) // 60 * 60
-    page = client.v1.billing.meters.event_summaries.list(
-        meter_id, {"customer": customer, "start_time": start, "end_time": end}
-    )
-    assert page.last_response is not None
-    body = json.loads(page.last_response.body, parse_float=Decimal)
-    assert len(body["data"]) == 1
-    return Decimal(body["data"][0]["aggregated_value"])
 
 
 # --- creating events ------------------------------------------------------------------------
