@@ -130,15 +130,20 @@ async def _call(request: Request, version: ApiVersion) -> ApiCall:
     return ApiCall(request, store, scope, params, version)
 
 
-async def read_params(
-    request: Request, version: ApiVersion, max_body_bytes: int, *, raw: bool = False
-) -> Any:
-    """The query string for reads, the body for writes: bracket form on v1, JSON on v2.
-
-    ``raw`` returns the body's bytes undecoded (for endpoints that decode into their own type).
-    """
+async def read_params(request: Request, version: ApiVersion, max_body_bytes: int) -> Any:
+    """The query string for reads, the body for writes: bracket form on v1, JSON on v2."""
     if request.method == "GET" or (request.method == "DELETE" and version == "v1"):
         return decode_form(request.url.query)
+    body = await read_body(request, max_body_bytes)
+    if version == "v1":
+        return decode_form(body)
+    if not body.strip():
+        return {}
+    return json_object(body)
+
+
+async def read_body(request: Request, max_body_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes ``max_body_bytes``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
         raise _too_large(max_body_bytes)
@@ -147,13 +152,7 @@ async def read_params(
         body += chunk
         if len(body) > max_body_bytes:
             raise _too_large(max_body_bytes)
-    if raw:
-        return bytes(body)
-    if version == "v1":
-        return decode_form(bytes(body))
-    if not body.strip():
-        return {}
-    return json_object(bytes(body))
+    return bytes(body)
 
 
 def json_object(body: bytes) -> dict[str, Any]:

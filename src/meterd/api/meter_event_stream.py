@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from meterd.api.auth import secret_from_header
-from meterd.api.endpoint import ApiCall, json_object, read_params, resource, v2_unrecorded
+from meterd.api.endpoint import ApiCall, json_object, read_body, resource, v2_unrecorded
 from meterd.api.meter_events import EventName, Identifier, Payload, new_identifier
 from meterd.api.params import parse_params
 from meterd.api.responses import encoded_response, error_response
@@ -161,12 +161,6 @@ async def stream(request: Request) -> Response:
     except StripeError as error:
         return error_response(error, "v2")
     return encoded_response(_EMPTY_BODY)
-
-
-async def read_body(request: Request, max_body_bytes: int) -> bytes:
-    params = await read_params(request, "v2", max_body_bytes, raw=True)
-    assert isinstance(params, bytes)
-    return params
 
 
 routes: list[BaseRoute] = [

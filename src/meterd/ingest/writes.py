@@ -32,6 +32,7 @@ from meterd.storage.base import (
     IdempotentResponse,
     NewEvent,
     Reservation,
+    identifier_hash,
 )
 
 
@@ -145,7 +146,7 @@ def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Asses
     plain = True
     for event in batch:
         scope = event.scope
-        hashes.append(identifier_hash(scope, event.identifier))
+        hashes.append(identifier_hash(scope.account_id, scope.livemode, event.identifier))
         found = meters[(scope, event.event_name)]
         verdict = assess(event, found[0] if found else None, event.created)
         if verdict.__class__ is not Counted:
@@ -178,12 +179,6 @@ def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Asses
             )
         )
     return Assessment(verdicts, total, folded, by_seq, hashes, plain and not folded)
-
-
-def identifier_hash(scope: Scope, identifier: str) -> int:
-    """What the store's identifier index is keyed by (Python's hash: the index lives in one
-    process and is rebuilt at start-up, so a per-process hash is enough)."""
-    return hash((scope.account_id, scope.livemode, identifier))
 
 
 def lookup_meters(tx: EventTransaction, batch: Sequence[EventSubmission]) -> MeterLookup:
@@ -319,15 +314,8 @@ def _ingest(
         owner = owners[key]
         _report(tx, reports, event, owner[0] if owner else None, verdict)
 
-    if assessed.total >= rollups.SQL_SUM_LIMIT:
-        summed, folded = [], summed + folded
-    first = tx.next_event_seq()
-    tx.append_events(first, summed + folded)
+    _store_counted(tx, assessed, summed, folded)
     tx.reserve_identifiers(reservations)
-    if summed:
-        tx.add_event_rollups(first, first + len(summed))
-    if folded:
-        _fold_rollups(tx, assessed.meters, first + len(summed), folded)
     for report in reports.values():
         tx.put_error_report(report)
     return [outcome for outcome in outcomes if outcome is not None]
@@ -337,13 +325,28 @@ def _append_plain(tx: EventTransaction, assessed: Assessment) -> list[Outcome]:
     """The short path, for a batch whose events all count and whose identifiers are all new:
     no per-event work here, the rows were built when the requests assessed their events."""
     rows: list[NewEvent] = assessed.verdicts  # type: ignore[assignment]
-    first = tx.next_event_seq()
-    tx.append_events(first, rows, assessed.hashes)
-    if assessed.total < rollups.SQL_SUM_LIMIT:
-        tx.add_event_rollups(first, first + len(rows))
-    else:
-        _fold_rollups(tx, assessed.meters, first, rows)
+    _store_counted(tx, assessed, rows, [], assessed.hashes)
     return [ACCEPTED] * len(rows)
+
+
+def _store_counted(
+    tx: EventTransaction,
+    assessed: Assessment,
+    summed: list[NewEvent],
+    folded: list[NewEvent],
+    hashes: list[int] | None = None,
+) -> None:
+    """Append counted rows and bring their rollups up to date: ``summed`` rows in SQL, then
+    ``folded`` ones (windowed meters) in Python; all of them in Python if the batch could sum
+    past 62 bits."""
+    if assessed.total >= rollups.SQL_SUM_LIMIT:
+        summed, folded = [], summed + folded
+    first = tx.next_event_seq()
+    tx.append_events(first, summed + folded, hashes)
+    if summed:
+        tx.add_event_rollups(first, first + len(summed))
+    if folded:
+        _fold_rollups(tx, assessed.meters, first + len(summed), folded)
 
 
 def _fold_rollups(

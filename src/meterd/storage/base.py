@@ -79,6 +79,12 @@ class RawEvent(NamedTuple):
     cancelled: bool = False
 
 
+def identifier_hash(account_id: str, livemode: bool, identifier: str) -> int:
+    """What a store's in-memory identifier index is keyed by. Python's own hash: the index
+    lives in one process and is rebuilt at start-up, so a per-process hash is enough."""
+    return hash((account_id, livemode, identifier))
+
+
 NewEvent = tuple[int, str, int, int | None, str, int, int | None, str, bool]
 """A counted event to append, as a plain tuple (one is built per event, so no class):
 (meter_seq, customer, ts, scaled value or None, identifier, created, recount_bucket,

@@ -31,6 +31,7 @@ from meterd.storage.base import (
     Page,
     PageRequest,
     ReportFilter,
+    identifier_hash,
 )
 from meterd.storage.sqlite_events import (
     METER_COLUMNS,
@@ -100,17 +101,18 @@ class SQLiteStore:
             "JOIN meters m ON m.seq = e.meter_seq WHERE e.seq >= ? ORDER BY e.seq",
             (self._first_event_since(since),),
         )
-        while rows := counted.fetchmany(100_000):
-            self._identifiers.counted.add(
-                [hash((row[1], bool(row[2]), row[3])) for row in rows], [row[0] for row in rows]
-            )
         logged = self._conn.execute(
             "SELECT seq, account_id, livemode, identifier FROM event_identifier_log ORDER BY seq"
         )
-        while rows := logged.fetchmany(100_000):
-            self._identifiers.uncounted.add(
-                [hash((row[1], bool(row[2]), row[3])) for row in rows], [row[0] for row in rows]
-            )
+        for cursor, index in (
+            (counted, self._identifiers.counted),
+            (logged, self._identifiers.uncounted),
+        ):
+            while rows := cursor.fetchmany(100_000):
+                index.add(
+                    [identifier_hash(row[1], bool(row[2]), row[3]) for row in rows],
+                    [row[0] for row in rows],
+                )
 
     def _first_event_since(self, since: int) -> int:
         """The first raw event created after ``since``, found by bisecting the sequence: raw

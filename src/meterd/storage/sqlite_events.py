@@ -24,6 +24,7 @@ from meterd.storage.base import (
     NewEvent,
     RawEvent,
     Reservation,
+    identifier_hash,
 )
 from meterd.storage.identifier_index import IdentifierIndex
 
@@ -115,7 +116,7 @@ class SQLiteEventTransaction:
         uncounted one's is in the identifier log. The in-memory indexes may return rows of
         other identifiers with the same hash; they are filtered out here."""
         account, livemode = scope.account_id, scope.livemode
-        hashes = [hash((account, livemode, i)) for i in identifiers]
+        hashes = [identifier_hash(account, livemode, i) for i in identifiers]
         counted = self.identifiers.counted.lookup(hashes)
         uncounted = self.identifiers.uncounted.lookup(hashes)
         if not counted and not uncounted:
@@ -154,7 +155,7 @@ class SQLiteEventTransaction:
         )
         self.logged.append(
             (
-                [hash((r.scope.account_id, r.scope.livemode, r.identifier)) for r in rows],
+                [identifier_hash(r.scope.account_id, r.scope.livemode, r.identifier) for r in rows],
                 range(first, first + len(rows)),
             )
         )
@@ -190,13 +191,14 @@ class SQLiteEventTransaction:
         if any(e[3] is not None and not -_HALF_INT64 < e[3] < _HALF_INT64 for e in events):
             rows = [(*e[:3], None if e[3] is None else db_int(e[3]), *e[4:]) for e in events]
         columns = list(chain.from_iterable(map(_EVENT_FIELDS, rows)))
-        width = 7
         done = 0
         for size in _chunks(len(rows)):
-            self.conn.execute(_INSERT_EVENTS[size], columns[done * width : (done + size) * width])
+            self.conn.execute(
+                _INSERT_EVENTS[size], columns[done * _EVENT_WIDTH : (done + size) * _EVENT_WIDTH]
+            )
             done += size
         if hashes is None:
-            hashes = [hash((e[7], e[8], e[4])) for e in events]
+            hashes = [identifier_hash(e[7], e[8], e[4]) for e in events]
         self.appended.append((list(hashes), range(first_seq, first_seq + len(events))))
 
     def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
@@ -431,7 +433,8 @@ _INSERT_EVENTS = {
     "recount_bucket) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * size)
     for size in _CHUNK_SIZES
 }
-_EVENT_FIELDS = itemgetter(slice(0, 7))
+_EVENT_WIDTH = 7
+_EVENT_FIELDS = itemgetter(slice(0, _EVENT_WIDTH))
 """A :data:`NewEvent`'s columns in ``meter_events`` (the rest says whose identifier it is)."""
 
 
