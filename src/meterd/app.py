@@ -21,6 +21,8 @@ from meterd.api import (
     meter_event_stream,
     meter_events,
     meters_v1,
+    plans,
+    products,
     summaries,
 )
 from meterd.api.responses import error_response, version_of_path
@@ -136,6 +138,8 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
             *meters_v1.routes,
             *summaries.routes,
             *core_events.routes,
+            *plans.routes,
+            *products.routes,
         ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,

@@ -36,6 +36,7 @@ _KIND_NAMES = {
     "object": "hash",
     "array": "array",
     "float": "number",
+    "int | object": "integer",
 }
 
 

@@ -11,6 +11,8 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 
 import msgspec
 
+from meterd.billing.plans import Plan
+from meterd.billing.products import Product
 from meterd.keys import Account, ApiKey
 from meterd.metering.error_reports import ErrorReport
 from meterd.metering.meters import Meter, MeterStatus
@@ -26,6 +28,18 @@ IDEMPOTENCY_TTL_SECONDS = 24 * 3600
 
 class AlreadyExists(Exception):
     """A uniqueness rule was hit; ``field`` names the clashing attribute."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field)
+        self.field = field
+
+
+class StillReferenced(Exception):
+    """An object cannot be deleted while others refer to it (a product that plans use)."""
+
+
+class ReferenceMissing(Exception):
+    """An object refers to one that does not exist (any more); ``field`` names the reference."""
 
     def __init__(self, field: str) -> None:
         super().__init__(field)
@@ -50,6 +64,25 @@ class PageRequest(msgspec.Struct, frozen=True):
 class Page(msgspec.Struct, Generic[T]):
     items: list[T]
     has_more: bool
+
+
+class CreatedBounds(msgspec.Struct, frozen=True):
+    """A list's ``created`` filter as inclusive bounds, in unix seconds."""
+
+    low: int | None = None
+    high: int | None = None
+
+
+class PlanFilter(msgspec.Struct, frozen=True, kw_only=True):
+    active: bool | None = None
+    product: str | None = None
+    created: CreatedBounds = CreatedBounds()
+
+
+class ProductFilter(msgspec.Struct, frozen=True, kw_only=True):
+    active: bool | None = None
+    ids: tuple[str, ...] | None = None
+    created: CreatedBounds = CreatedBounds()
 
 
 class IdempotentResponse(msgspec.Struct, kw_only=True):
@@ -215,6 +248,39 @@ class Store(Protocol):
     async def list_meters(
         self, scope: Scope, page: PageRequest, status: MeterStatus | None
     ) -> Page[Meter]:
+        """Newest first; raises ``CursorNotFound`` for an unknown cursor."""
+
+    # products and plans
+    async def insert_product(self, product: Product) -> None:
+        """Raises ``AlreadyExists("id")`` when the scope has a product with that id."""
+
+    async def get_product(self, scope: Scope, product_id: str) -> Product | None: ...
+    async def get_products(self, scope: Scope, product_ids: Sequence[str]) -> dict[str, Product]:
+        """The products of ``product_ids`` that exist, by id (to expand a page of plans)."""
+
+    async def save_product(self, product: Product) -> None: ...
+    async def delete_product(self, scope: Scope, product_id: str) -> bool:
+        """False when there is no such product; raises ``StillReferenced`` while plans use it."""
+
+    async def list_products(
+        self, scope: Scope, page: PageRequest, where: ProductFilter
+    ) -> Page[Product]:
+        """Newest first; raises ``CursorNotFound`` for an unknown cursor."""
+
+    async def insert_plan(self, plan: Plan, new_product: Product | None = None) -> None:
+        """Store ``plan`` (and the product created with it, in the same transaction).
+
+        Raises ``AlreadyExists("id")`` for a plan id, or ``AlreadyExists("product")`` for the
+        new product's id, already used in the scope, and ``ReferenceMissing("product")`` when
+        its product is gone; nothing is stored then.
+        """
+
+    async def get_plan(self, scope: Scope, plan_id: str) -> Plan | None: ...
+    async def save_plan(self, plan: Plan) -> None: ...
+    async def delete_plan(self, scope: Scope, plan_id: str) -> bool:
+        """False when there is no such plan."""
+
+    async def list_plans(self, scope: Scope, page: PageRequest, where: PlanFilter) -> Page[Plan]:
         """Newest first; raises ``CursorNotFound`` for an unknown cursor."""
 
     # events, rollups and error reports

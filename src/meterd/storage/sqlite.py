@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from meterd.billing.plans import Plan
+from meterd.billing.products import Product
 from meterd.keys import Account, ApiKey
 from meterd.metering.error_reports import ErrorReport
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
@@ -22,6 +24,7 @@ from meterd.metering.rollups import Rollup
 from meterd.metering.sessions import MeterEventSession
 from meterd.scope import Scope
 from meterd.storage import migrations
+from meterd.storage import sqlite_billing as billing
 from meterd.storage.base import (
     IDEMPOTENCY_TTL_SECONDS,
     AlreadyExists,
@@ -30,6 +33,8 @@ from meterd.storage.base import (
     IdempotentResponse,
     Page,
     PageRequest,
+    PlanFilter,
+    ProductFilter,
     ReportFilter,
     identifier_hash,
 )
@@ -43,6 +48,7 @@ from meterd.storage.sqlite_events import (
     report_from_row,
     rollup_from_row,
 )
+from meterd.storage.sqlite_pages import keyset_page
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -297,7 +303,7 @@ class SQLiteStore:
             if status is not None:
                 where += " AND status = ?"
                 args.append(status)
-            rows = _keyset_page(self._conn, "meters", METER_COLUMNS, where, args, scope, page)
+            rows = keyset_page(self._conn, "meters", METER_COLUMNS, where, args, scope, page)
             meters = [meter_from_row(row) for row in rows]
             has_more = len(meters) > page.limit
             meters = meters[: page.limit]
@@ -306,6 +312,57 @@ class SQLiteStore:
             return Page(items=meters, has_more=has_more)
 
         return await self._run(run)
+
+    # products and plans ---------------------------------------------------------------
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            assert self._conn is not None, "store is closed"
+            return fn(self._conn, *args)
+
+        return await self._run(run)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        def run() -> T:
+            with self._tx() as conn:
+                return fn(conn, *args)
+
+        return await self._run(run)
+
+    async def insert_product(self, product: Product) -> None:
+        await self._write(billing.insert_product, product)
+
+    async def get_product(self, scope: Scope, product_id: str) -> Product | None:
+        return await self._read(billing.get_product, scope, product_id)
+
+    async def get_products(self, scope: Scope, product_ids: Sequence[str]) -> dict[str, Product]:
+        return await self._read(billing.get_products, scope, product_ids)
+
+    async def save_product(self, product: Product) -> None:
+        await self._write(billing.save_product, product)
+
+    async def delete_product(self, scope: Scope, product_id: str) -> bool:
+        return await self._write(billing.delete_product, scope, product_id)
+
+    async def list_products(
+        self, scope: Scope, page: PageRequest, where: ProductFilter
+    ) -> Page[Product]:
+        return await self._read(billing.list_products, scope, page, where)
+
+    async def insert_plan(self, plan: Plan, new_product: Product | None = None) -> None:
+        await self._write(billing.insert_plan, plan, new_product)
+
+    async def get_plan(self, scope: Scope, plan_id: str) -> Plan | None:
+        return await self._read(billing.get_plan, scope, plan_id)
+
+    async def save_plan(self, plan: Plan) -> None:
+        await self._write(billing.save_plan, plan)
+
+    async def delete_plan(self, scope: Scope, plan_id: str) -> bool:
+        return await self._write(billing.delete_plan, scope, plan_id)
+
+    async def list_plans(self, scope: Scope, page: PageRequest, where: PlanFilter) -> Page[Plan]:
+        return await self._read(billing.list_plans, scope, page, where)
 
     # events, rollups and error reports ---------------------------------------------------
 
@@ -562,37 +619,6 @@ class SQLiteStore:
                 return conn.execute("DELETE FROM idempotency_keys WHERE status IS NULL").rowcount
 
         return await self._run(run)
-
-
-def _keyset_page(
-    conn: sqlite3.Connection,
-    table: str,
-    columns: str,
-    where: str,
-    args: list[Any],
-    scope: Scope,
-    page: PageRequest,
-) -> list[Any]:
-    """One page newest first by ``seq``, with one extra row to tell ``has_more``."""
-    order = "DESC"
-    for param, cursor_id, op in (
-        ("starting_after", page.starting_after, "<"),
-        ("ending_before", page.ending_before, ">"),
-    ):
-        if cursor_id is None:
-            continue
-        row = conn.execute(
-            f"SELECT seq FROM {table} WHERE id = ? AND account_id = ? AND livemode = ?",
-            (cursor_id, scope.account_id, scope.livemode),
-        ).fetchone()
-        if row is None:
-            raise CursorNotFound(param, cursor_id)
-        where += f" AND seq {op} ?"
-        args.append(row[0])
-        if op == ">":
-            order = "ASC"
-    sql = f"SELECT {columns} FROM {table} WHERE {where} ORDER BY seq {order} LIMIT ?"
-    return conn.execute(sql, [*args, page.limit + 1]).fetchall()
 
 
 def _insert_key(conn: sqlite3.Connection, key: ApiKey) -> None:

@@ -1,0 +1,1 @@
+"""Plans, products and what metered usage costs: pure rules, no I/O."""
