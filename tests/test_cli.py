@@ -201,6 +201,7 @@ def test_the_command_tree_is_what_the_readme_documents() -> None:
         ("keys", "list"),
         ("rebuild-rollups",),
         ("serve",),
+        ("usage",),
     ]
 
 

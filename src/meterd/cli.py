@@ -1,4 +1,4 @@
-"""The ``meterd`` command: run the server, manage API keys, rebuild rollups."""
+"""The ``meterd`` command: run the server, manage API keys, rebuild rollups, price usage."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from types import FrameType
 from typing import Annotated, Literal
 
+import msgspec
 import typer
 import uvicorn
 from rich.console import Console
@@ -26,8 +27,10 @@ from meterd.config import (
 )
 from meterd.ingest import writes
 from meterd.metering.rollups import RollupKey
+from meterd.scope import Scope
 from meterd.storage import Store, open_store
 from meterd.storage.open import UnsupportedDatabase
+from meterd.usage import UsageProblem, UsageReport, metered_usage
 
 app = typer.Typer(
     help="meterd: a self-hosted usage-metering server that speaks Stripe's Billing Meters API."
@@ -267,6 +270,91 @@ def rebuild_rollups_command(
         console.print(table)
         raise typer.Exit(1)
     console.print(f"All {rows:,} rollup rows agree with a rebuild from {events:,} raw events.")
+
+
+def _timestamp(text: str) -> int:
+    """Unix seconds, or an ISO 8601 date or time (UTC unless it says otherwise)."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is neither unix seconds nor an ISO 8601 date/time (2026-11-01, "
+            "2026-11-01T12:00:00Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp())
+
+
+def _utc(timestamp: int) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@app.command("usage")
+def usage_command(
+    plan: Annotated[str, typer.Option("--plan", help="The metered plan's id.")],
+    customer: Annotated[str, typer.Option("--customer", help="The customer's id (cus_...).")],
+    start: Annotated[
+        str, typer.Option("--start", help="Period start (inclusive): unix seconds or ISO 8601.")
+    ],
+    end: Annotated[
+        str, typer.Option("--end", help="Period end (exclusive): unix seconds or ISO 8601.")
+    ],
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+    account: Annotated[
+        str | None,
+        typer.Option("--account", help="The plan's account (acct_...); default: the first."),
+    ] = None,
+    live: Annotated[bool, typer.Option("--live", help="Read live-mode data.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Print a customer's metered usage over a period and what it costs under a plan.
+
+    The quantity is the plan's meter aggregated for the customer over [start, end), exactly as
+    event_summaries answers (start and end on minute boundaries). The amount follows the plan:
+    per unit (after transform_usage), or graduated or volume tiers; exact in the currency's
+    minor unit, then rounded half up to a whole one, as an invoice line is.
+
+    [bold]Example[/bold]: meterd usage --plan gold-metered --customer cus_123
+    --start 2026-11-01 --end 2026-12-01 --database sqlite:///meterd.db
+    """
+    period = (_timestamp(start), _timestamp(end))
+
+    async def run() -> UsageReport:
+        store = await _open(database)
+        try:
+            owner = account
+            if owner is None:
+                first = await store.first_account()
+                if first is None:
+                    raise UsageProblem("The database has no account yet.")
+                owner = first.id
+            return await metered_usage(store, Scope(owner, live), plan, customer, *period)
+        finally:
+            await store.close()
+
+    try:
+        found = asyncio.run(run())
+    except UsageProblem as problem:
+        err_console.print(f"[red]error:[/red] {problem}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        print(msgspec.json.encode(found).decode())
+        return
+    table = Table(title=f"Usage of {found.plan} by {found.customer}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", overflow="fold")
+    table.add_row("period", f"{_utc(found.start)} to {_utc(found.end)}")
+    table.add_row("meter", f"{found.meter} ({found.formula})")
+    table.add_row("quantity", str(found.quantity))
+    if found.billed_quantity != found.quantity:
+        table.add_row("billed quantity", f"{found.billed_quantity} (after transform_usage)")
+    table.add_row("amount (exact)", f"{found.amount_decimal} {found.currency} minor units")
+    table.add_row("amount", f"{found.major_units()} {found.currency.upper()}")
+    out = console if console.is_terminal else Console(width=1000)
+    out.print(table)
 
 
 def main() -> None:

@@ -2,12 +2,14 @@
 
 Stripe takes either ``amount`` (an integer) or ``amount_decimal`` (a string) and answers with
 both: the integer only when the amount is whole, the string always. Amounts are kept as exact
-:class:`~decimal.Decimal` values and never pass through a binary float.
+:class:`~decimal.Decimal` values and never pass through a binary float; arithmetic on them
+runs in :data:`EXACT`, whose precision no product of an amount and a quantity reaches.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Context, Decimal
 
 from meterd.errors import InvalidRequestError
 
@@ -16,44 +18,56 @@ MAX_INTEGER_DIGITS = 19
 """Stripe documents no ceiling; this one keeps amounts within what both databases and every
 SDK's integer type hold (a signed 64-bit integer has 19 digits)."""
 
+EXACT = Context(prec=1000)
+"""Amounts have at most 31 digits and quantities (meter aggregates) far fewer than 900, so
+sums and products in this context are never rounded."""
+
+_DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
+
 
 def from_decimal_string(text: str, param: str) -> Decimal:
-    """A non-negative decimal with at most 12 decimal places, or 400 naming ``param``."""
-    try:
-        value = Decimal(text.strip()) if text.strip() == text else Decimal("nan")
-    except InvalidOperation:
-        value = Decimal("nan")
-    if not value.is_finite() or "e" in text.lower():
+    """Plain ASCII digits with an optional fraction (``"0.05"``), non-negative, at most 12
+    decimal places; else 400 naming ``param``."""
+    match = _DECIMAL.fullmatch(text) if text.isascii() else None
+    if match is None:
         raise InvalidRequestError(f"Invalid decimal: {text[:40]}", param=param)
-    return checked(value, param)
+    sign, whole, fraction = match.groups()
+    fraction = (fraction or "").rstrip("0")
+    if sign and (whole.strip("0") or fraction):
+        raise _negative(param)
+    if len(fraction) > MAX_DECIMAL_PLACES:
+        raise InvalidRequestError(
+            f"Invalid decimal: {text[:40]}; must have at most {MAX_DECIMAL_PLACES} decimal "
+            "places",
+            param=param,
+        )
+    whole = whole.lstrip("0") or "0"
+    if len(whole) > MAX_INTEGER_DIGITS:
+        raise InvalidRequestError(
+            f"Invalid decimal: {text[:40]}; must be less than 10^{MAX_INTEGER_DIGITS}",
+            param=param,
+        )
+    return Decimal(f"{whole}.{fraction}" if fraction else whole)
 
 
 def from_integer(value: int, param: str) -> Decimal:
-    return checked(Decimal(value), param)
-
-
-def checked(value: Decimal, param: str) -> Decimal:
     if value < 0:
-        raise InvalidRequestError("This value must be greater than or equal to 0.", param=param)
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)
-    if -exponent > MAX_DECIMAL_PLACES and value != value.quantize(Decimal(1).scaleb(-12)):
+        raise _negative(param)
+    if value >= 10**MAX_INTEGER_DIGITS:
         raise InvalidRequestError(
-            f"Invalid decimal: {value}; must have at most {MAX_DECIMAL_PLACES} decimal places",
-            param=param,
+            f"Invalid integer: {value}; must be less than 10^{MAX_INTEGER_DIGITS}", param=param
         )
-    if value.adjusted() >= MAX_INTEGER_DIGITS:
-        raise InvalidRequestError(
-            f"Invalid decimal: {value}; must be less than 10^{MAX_INTEGER_DIGITS}", param=param
-        )
-    return normalized(value)
+    return Decimal(value)
 
 
 def normalized(value: Decimal) -> Decimal:
-    """``1.50`` -> ``1.5``, ``2000.00`` -> ``2000`` (never an exponent)."""
-    if value == value.to_integral_value():
-        return value.quantize(Decimal(1))
-    return value.normalize()
+    """``1.50`` -> ``1.5``, ``2000.00`` -> ``2000``, ``-0`` -> ``0``, exactly."""
+    if value.is_zero():
+        return Decimal(0)
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return Decimal(text)
 
 
 def as_text(value: Decimal) -> str:
@@ -63,4 +77,9 @@ def as_text(value: Decimal) -> str:
 
 def as_integer(value: Decimal) -> int | None:
     """The integer field beside a decimal one: set only when the amount is whole."""
-    return int(value) if value == value.to_integral_value() else None
+    whole = value.to_integral_value(context=EXACT)
+    return int(whole) if value == whole else None
+
+
+def _negative(param: str) -> InvalidRequestError:
+    return InvalidRequestError("This value must be greater than or equal to 0.", param=param)

@@ -14,9 +14,10 @@ rounded half up to a whole minor unit, as Stripe rounds an invoice line.
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import NamedTuple
 
+from meterd.billing.amounts import EXACT
 from meterd.billing.plans import Plan, Tier, TransformUsage
 
 ZERO = Decimal(0)
@@ -31,13 +32,18 @@ class Charge(NamedTuple):
     @property
     def rounded(self) -> int:
         """The amount an invoice line would show: half up to a whole minor unit."""
-        return int(self.amount.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+        return int(self.amount.quantize(Decimal(1), rounding=ROUND_HALF_UP, context=EXACT))
 
 
 def charge(plan: Plan, quantity: Decimal) -> Charge:
     """The cost of ``quantity`` (>= 0) units of usage under ``plan``."""
     if quantity < 0:
         raise ValueError(f"quantity must not be negative, got {quantity}")
+    with localcontext(EXACT):
+        return _charge(plan, quantity)
+
+
+def _charge(plan: Plan, quantity: Decimal) -> Charge:
     if plan.billing_scheme == "per_unit":
         assert plan.amount is not None
         billed = transformed(quantity, plan.transform_usage)
@@ -52,8 +58,9 @@ def transformed(quantity: Decimal, transform: TransformUsage | None) -> Decimal:
     transform_usage); unchanged without one."""
     if transform is None:
         return quantity
-    rounding = ROUND_CEILING if transform.round == "up" else ROUND_FLOOR
-    return (quantity / transform.divide_by).quantize(Decimal(1), rounding=rounding)
+    with localcontext(EXACT):
+        whole, rest = divmod(quantity, transform.divide_by)
+        return whole + 1 if rest and transform.round == "up" else whole
 
 
 def graduated(tiers: tuple[Tier, ...], quantity: Decimal) -> Decimal:
