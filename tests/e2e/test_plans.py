@@ -156,6 +156,9 @@ def test_create_per_unit_plan_with_stripe_defaults(
         ({"amount_decimal": "0.000000000001"}, None, "0.000000000001"),
         ({"amount_decimal": "7"}, 7, "7"),
         ({"amount": 2**63 - 1}, 2**63 - 1, str(2**63 - 1)),
+        ({"amount_decimal": "1.0000000000000"}, 1, "1"),
+        ({"amount_decimal": "007.50"}, None, "7.5"),
+        ({"amount_decimal": "-0"}, 0, "0"),
     ],
 )
 def test_per_unit_amount_and_amount_decimal_are_rendered_together(
@@ -803,26 +806,20 @@ def test_amounts_beyond_a_signed_64_bit_integer_are_rejected(
     assert error["param"] == param
 
 
-@pytest.mark.xfail(
-    reason="BUG: billing/amounts.py parses decimal strings with Python's Decimal(), which "
-    "accepts PEP 515 underscores: amount_decimal='1_000' is stored as 1000 instead of a 400",
-    strict=True,
-)
 @pytest.mark.parametrize(
-    ("changes", "param"),
-    [
-        ({"amount": MISSING, "amount_decimal": "1_000"}, "amount_decimal"),
-        (
-            {**TIERED, "tiers": [{"up_to": "inf", "unit_amount_decimal": "0_5"}]},
-            "tiers[0][unit_amount_decimal]",
-        ),
-    ],
+    "text", ["1_000", "+1", ".5", "5.", " 1", "1 ", "1,5", "0x10", "Infinity", "\u0661"]
 )
-def test_decimal_strings_with_underscores_are_rejected(
-    shared: stripe.StripeClient, product: str, changes: dict[str, Any], param: str
+@pytest.mark.parametrize("where", ["amount_decimal", "tiers[0][unit_amount_decimal]"])
+def test_decimal_strings_must_be_plain_ascii_digits(
+    shared: stripe.StripeClient, product: str, text: str, where: str
 ) -> None:
+    if where == "amount_decimal":
+        changes: dict[str, Any] = {"amount": MISSING, "amount_decimal": text}
+    else:
+        changes = {**TIERED, "tiers": [{"up_to": "inf", "unit_amount_decimal": text}]}
     error = rejected(shared, plan_params(product, **changes))
-    assert error["param"] == param
+    assert error["param"] == where
+    assert error["message"].startswith("Invalid decimal")
 
 
 def test_a_rejected_create_writes_nothing(client: stripe.StripeClient) -> None:
