@@ -37,6 +37,8 @@ _KIND_NAMES = {
     "array": "array",
     "float": "number",
     "int | object": "integer",
+    "str | object": "hash",
+    "object | str": "hash",
 }
 
 
@@ -79,7 +81,7 @@ def _translate(message: str, data: Any, into: type[Any]) -> InvalidRequestError:
         kind = _KIND_NAMES.get(expected, expected)
         if isinstance(value, dict | list):
             return InvalidRequestError(
-                f"Invalid {kind}: {name} was given as a {_KIND_NAMES.get(got, got)}", param=name
+                f"Invalid {kind}: {name} was given as {_a(_KIND_NAMES.get(got, got))}", param=name
             )
         return InvalidRequestError(f"Invalid {kind}: {_shown(value)}", param=name)
     return InvalidRequestError(f"Invalid {name}: {what[0].lower()}{what[1:]}", param=name)
@@ -176,3 +178,7 @@ def _unwrap(info: Any) -> Any:
 def _shown(value: Any) -> str:
     text = msgspec.json.encode(value).decode() if not isinstance(value, str) else value
     return text if len(text) <= 40 else text[:40] + "..."
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"

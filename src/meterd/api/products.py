@@ -23,6 +23,8 @@ Description = Annotated[str, Meta(max_length=40000)]
 StatementDescriptor = Annotated[str, Meta(max_length=22)]
 UnitLabel = Annotated[str, Meta(max_length=12)]
 TaxCode = Annotated[str, Meta(max_length=5000)]
+EXPANDABLE = ("default_price",)
+"""Stripe's one expandable product field; meterd has no prices, so it stays null."""
 
 
 class NoParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -122,7 +124,7 @@ def already_exists(param: str = "id") -> InvalidRequestError:
 
 async def create_product(call: ApiCall) -> dict[str, Any]:
     params = call.parse(CreateProductParams)
-    expansions(params.expand, ())
+    expansions(params.expand, EXPANDABLE)
     product = product_from_fields(call, params, _sent(params.id), _sent(params.description))
     try:
         await call.store.insert_product(product)
@@ -140,13 +142,13 @@ async def _existing(call: ApiCall) -> Product:
 
 
 async def retrieve_product(call: ApiCall) -> dict[str, Any]:
-    expansions(call.parse(_Params).expand, ())
+    expansions(call.parse(_Params).expand, EXPANDABLE)
     return product_object(await _existing(call))
 
 
 async def update_product(call: ApiCall) -> dict[str, Any]:
     params = call.parse(UpdateProductParams)
-    expansions(params.expand, ())
+    expansions(params.expand, EXPANDABLE)
     product = await _existing(call)
     changes: dict[str, Any] = {}
     if params.name is not UNSET:
@@ -183,7 +185,7 @@ async def delete_product(call: ApiCall) -> dict[str, Any]:
 
 async def list_products(call: ApiCall) -> dict[str, Any]:
     params = call.parse(ListProductsParams)
-    expansions(params.expand, (), in_list=True)
+    expansions(params.expand, EXPANDABLE, in_list=True)
     where = ProductFilter(
         active=_sent(params.active),
         ids=tuple(params.ids) if params.ids is not UNSET else None,

@@ -14,12 +14,12 @@ from decimal import Context, Decimal
 from meterd.errors import InvalidRequestError
 
 MAX_DECIMAL_PLACES = 12
-MAX_INTEGER_DIGITS = 19
-"""Stripe documents no ceiling; this one keeps amounts within what both databases and every
-SDK's integer type hold (a signed 64-bit integer has 19 digits)."""
+MAX_AMOUNT = 2**63 - 1
+"""Stripe documents no ceiling; this one keeps amounts (and tier bounds) within what both
+databases and every typed SDK's integer holds: a signed 64-bit integer."""
 
 EXACT = Context(prec=1000)
-"""Amounts have at most 31 digits and quantities (meter aggregates) far fewer than 900, so
+"""Amounts have at most 32 digits and quantities (meter aggregates) far fewer than 900, so
 sums and products in this context are never rounded."""
 
 _DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
@@ -37,27 +37,28 @@ def from_decimal_string(text: str, param: str) -> Decimal:
         raise _negative(param)
     if len(fraction) > MAX_DECIMAL_PLACES:
         raise InvalidRequestError(
-            f"Invalid decimal: {text[:40]}; must have at most {MAX_DECIMAL_PLACES} decimal "
-            "places",
+            f"Invalid decimal: {text[:40]}; must have at most {MAX_DECIMAL_PLACES} decimal places",
             param=param,
         )
     whole = whole.lstrip("0") or "0"
-    if len(whole) > MAX_INTEGER_DIGITS:
-        raise InvalidRequestError(
-            f"Invalid decimal: {text[:40]}; must be less than 10^{MAX_INTEGER_DIGITS}",
-            param=param,
-        )
-    return Decimal(f"{whole}.{fraction}" if fraction else whole)
+    value = Decimal(f"{whole}.{fraction}" if fraction else whole)
+    if value > MAX_AMOUNT:
+        raise too_large(text, param)
+    return value
 
 
 def from_integer(value: int, param: str) -> Decimal:
     if value < 0:
         raise _negative(param)
-    if value >= 10**MAX_INTEGER_DIGITS:
-        raise InvalidRequestError(
-            f"Invalid integer: {value}; must be less than 10^{MAX_INTEGER_DIGITS}", param=param
-        )
+    if value > MAX_AMOUNT:
+        raise too_large(str(value), param)
     return Decimal(value)
+
+
+def too_large(text: str, param: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"Invalid integer: {text[:40]}; must be at most {MAX_AMOUNT}", param=param
+    )
 
 
 def normalized(value: Decimal) -> Decimal:

@@ -114,11 +114,8 @@ def new_plan(scope: Scope, given: PlanInput, *, product: str, now: int) -> Plan:
     if given.billing_scheme == "per_unit":
         amount = _unit_amount(given)
         tiers: tuple[Tier, ...] = ()
-        if given.transform_usage is not None and given.transform_usage.divide_by < 1:
-            raise InvalidRequestError(
-                "This value must be greater than or equal to 1.",
-                param="transform_usage[divide_by]",
-            )
+        if given.transform_usage is not None:
+            _check_count(given.transform_usage.divide_by, "transform_usage[divide_by]")
     else:
         amount = None
         tiers = _tiers(given)
@@ -289,9 +286,16 @@ def _up_to(sent: int | str, param: str) -> int | None:
                 f"Invalid integer: {sent[:40]}; `up_to` is an integer or `inf`.", param=param
             )
         sent = int(sent)
-    if sent < 1:
-        raise InvalidRequestError("This value must be greater than or equal to 1.", param=param)
+    _check_count(sent, param)
     return sent
+
+
+def _check_count(value: int, param: str) -> None:
+    """A positive count that fits a signed 64-bit integer (tier bounds, ``divide_by``)."""
+    if value < 1:
+        raise InvalidRequestError("This value must be greater than or equal to 1.", param=param)
+    if value > amounts.MAX_AMOUNT:
+        raise amounts.too_large(str(value), param)
 
 
 def _one_amount(
