@@ -51,6 +51,19 @@ def v1_error(exc: pytest.ExceptionInfo[stripe.StripeError]) -> dict[str, Any]:
     return body["error"]  # type: ignore[no-any-return]
 
 
+def error_of(exc: pytest.ExceptionInfo[stripe.InvalidRequestError], status: int) -> Any:
+    """The v1 error of an answer with ``status``, checked against Stripe's schema."""
+    assert exc.value.http_status == status
+    body: Any = exc.value.json_body
+    assert body is not None
+    assert_matches(body, "error")
+    return body["error"]
+
+
+def not_found(exc: pytest.ExceptionInfo[stripe.InvalidRequestError]) -> Any:
+    return error_of(exc, 404)
+
+
 def v2_error(exc: pytest.ExceptionInfo[stripe.StripeError], schema: str = "v2.error") -> Any:
     assert exc.value.http_status == 400
     body = exc.value.json_body

@@ -18,7 +18,7 @@ import pytest
 import stripe
 
 from tests.conftest import RunningServer, new_account_key
-from tests.e2e.support import new_meter, raw, unique, v1_error
+from tests.e2e.support import error_of, new_meter, not_found, raw, unique, v1_error
 from tests.spec import assert_matches, assert_matches_response
 
 MISSING = object()
@@ -55,19 +55,6 @@ def rejected(client: stripe.StripeClient, params: Any) -> dict[str, Any]:
     with pytest.raises(stripe.InvalidRequestError) as exc:
         client.v1.plans.create(params)
     return v1_error(exc)
-
-
-def error_of(exc: pytest.ExceptionInfo[stripe.InvalidRequestError], status: int) -> Any:
-    """The v1 error of an answer with ``status``, checked against Stripe's schema."""
-    assert exc.value.http_status == status
-    body: Any = exc.value.json_body
-    assert body is not None
-    assert_matches(body, "error")
-    return body["error"]
-
-
-def not_found(exc: pytest.ExceptionInfo[stripe.InvalidRequestError]) -> Any:
-    return error_of(exc, 404)
 
 
 def count_plans(client: stripe.StripeClient) -> int:

@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute
 
 from meterd.api.endpoint import ApiCall, resource, v1
 from meterd.api.pagination import ListParams, cursor_missing, list_object
+from meterd.api.shared_params import ExpandParams
 from meterd.errors import InvalidRequestError, no_such
 from meterd.metering import meters
 from meterd.metering.meters import EventTimeWindow, Formula, Meter, MeterStatus
@@ -19,10 +20,6 @@ from meterd.storage import AlreadyExists, CursorNotFound
 PayloadKey = Annotated[str, Meta(min_length=1, max_length=100)]
 DisplayName = Annotated[str, Meta(min_length=1, max_length=250)]
 EventName = Annotated[str, Meta(min_length=1, max_length=100)]
-
-
-class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    expand: list[str] = []
 
 
 class CustomerMappingParams(msgspec.Struct, forbid_unknown_fields=True):
@@ -38,7 +35,7 @@ class ValueSettingsParams(msgspec.Struct, forbid_unknown_fields=True):
     event_payload_key: PayloadKey
 
 
-class CreateMeterParams(_Params):
+class CreateMeterParams(ExpandParams):
     default_aggregation: DefaultAggregationParams
     display_name: DisplayName
     event_name: EventName
@@ -47,7 +44,7 @@ class CreateMeterParams(_Params):
     value_settings: ValueSettingsParams | UnsetType = UNSET
 
 
-class UpdateMeterParams(_Params):
+class UpdateMeterParams(ExpandParams):
     display_name: DisplayName | UnsetType = UNSET
 
 
@@ -110,7 +107,7 @@ async def _existing(call: ApiCall) -> Meter:
 
 
 async def retrieve_meter(call: ApiCall) -> dict[str, Any]:
-    call.parse(_Params)
+    call.parse(ExpandParams)
     return meter_object(await _existing(call))
 
 
@@ -136,7 +133,7 @@ async def list_meters(call: ApiCall) -> dict[str, Any]:
 
 
 async def _transition(call: ApiCall, change: Callable[[Meter, int], Meter]) -> dict[str, Any]:
-    call.parse(_Params)
+    call.parse(ExpandParams)
     meter = await _existing(call)
     changed = change(meter, call.now)
     if changed is not meter:

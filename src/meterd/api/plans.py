@@ -15,14 +15,20 @@ from msgspec import UNSET, Meta, UnsetType
 from starlette.routing import BaseRoute
 
 from meterd.api.endpoint import ApiCall, resource, v1
-from meterd.api.list_filters import CreatedParam, created_bounds, expansions
 from meterd.api.pagination import ListParams, cursor_missing, list_object
 from meterd.api.products import (
-    NoParams,
     ProductFields,
     already_exists,
     product_from_fields,
     product_object,
+)
+from meterd.api.shared_params import (
+    CreatedParam,
+    ExpandParams,
+    NoParams,
+    created_bounds,
+    expansions,
+    given,
 )
 from meterd.billing import amounts, currencies, metadata, plans
 from meterd.billing.metadata import MetadataParam
@@ -47,10 +53,6 @@ Text = Annotated[str, Meta(max_length=5000)]
 EXPANDABLE = ("product", "tiers", "transform_usage")
 
 
-class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    expand: list[str] = []
-
-
 class InlineProductParams(ProductFields):
     id: ObjectId | UnsetType = UNSET
 
@@ -68,7 +70,7 @@ class TransformUsageParams(msgspec.Struct, forbid_unknown_fields=True):
     round: Rounding
 
 
-class CreatePlanParams(_Params):
+class CreatePlanParams(ExpandParams):
     currency: Annotated[str, Meta(min_length=1)]
     interval: Interval
     active: bool = True
@@ -88,7 +90,7 @@ class CreatePlanParams(_Params):
     usage_type: UsageType = "licensed"
 
 
-class UpdatePlanParams(_Params):
+class UpdatePlanParams(ExpandParams):
     active: bool | UnsetType = UNSET
     metadata: MetadataParam | UnsetType = UNSET
     nickname: Text | UnsetType = UNSET
@@ -179,37 +181,37 @@ async def create_plan(call: ApiCall) -> dict[str, Any]:
         raise InvalidRequestError(
             "Missing required param: product.", param="product", code="parameter_missing"
         )
-    given = PlanInput(
-        id=_sent(params.id),
+    request = PlanInput(
+        id=given(params.id),
         active=params.active,
-        amount=_sent(params.amount),
-        amount_decimal=_sent(params.amount_decimal),
+        amount=given(params.amount),
+        amount_decimal=given(params.amount_decimal),
         billing_scheme=params.billing_scheme,
         currency=currencies.checked(params.currency),
         interval=params.interval,
         interval_count=params.interval_count,
-        metadata=metadata.created(_sent(params.metadata)),
-        meter=_sent(params.meter),
-        nickname=_sent(params.nickname),
+        metadata=metadata.created(given(params.metadata)),
+        meter=given(params.meter),
+        nickname=given(params.nickname),
         tiers=None if params.tiers is UNSET else [_tier_input(t) for t in params.tiers],
-        tiers_mode=_sent(params.tiers_mode),
+        tiers_mode=given(params.tiers_mode),
         transform_usage=(
             None
             if params.transform_usage is UNSET
             else TransformUsage(params.transform_usage.divide_by, params.transform_usage.round)
         ),
-        trial_period_days=_sent(params.trial_period_days),
+        trial_period_days=given(params.trial_period_days),
         usage_type=params.usage_type,
     )
     new_product = None
     if isinstance(params.product, InlineProductParams):
         new_product = product_from_fields(
-            call, params.product, _sent(params.product.id), None, param_prefix="product"
+            call, params.product, given(params.product.id), None, param_prefix="product"
         )
         product_id = new_product.id
     else:
         product_id = params.product
-    plan = plans.new_plan(call.scope, given, product=product_id, now=call.now)
+    plan = plans.new_plan(call.scope, request, product=product_id, now=call.now)
     if plan.meter is not None:
         plans.check_meter(plan.meter, await call.store.get_meter(call.scope, plan.meter))
     if new_product is None and await call.store.get_product(call.scope, product_id) is None:
@@ -239,7 +241,7 @@ async def _existing(call: ApiCall) -> Plan:
 
 
 async def retrieve_plan(call: ApiCall) -> dict[str, Any]:
-    expand = expansions(call.parse(_Params).expand, EXPANDABLE)
+    expand = expansions(call.parse(ExpandParams).expand, EXPANDABLE)
     return await _rendered(call, await _existing(call), expand)
 
 
@@ -279,8 +281,8 @@ async def list_plans(call: ApiCall) -> dict[str, Any]:
     params = call.parse(ListPlansParams)
     expand = expansions(params.expand, EXPANDABLE, in_list=True)
     where = PlanFilter(
-        active=_sent(params.active),
-        product=_sent(params.product),
+        active=given(params.active),
+        product=given(params.product),
         created=created_bounds(params.created),
     )
     try:
@@ -296,10 +298,10 @@ async def list_plans(call: ApiCall) -> dict[str, Any]:
 def _tier_input(tier: TierParams) -> TierInput:
     return TierInput(
         up_to=tier.up_to,
-        unit_amount=_sent(tier.unit_amount),
-        unit_amount_decimal=_sent(tier.unit_amount_decimal),
-        flat_amount=_sent(tier.flat_amount),
-        flat_amount_decimal=_sent(tier.flat_amount_decimal),
+        unit_amount=given(tier.unit_amount),
+        unit_amount_decimal=given(tier.unit_amount_decimal),
+        flat_amount=given(tier.flat_amount),
+        flat_amount_decimal=given(tier.flat_amount_decimal),
     )
 
 
@@ -307,10 +309,6 @@ def _no_such_product(product_id: str) -> InvalidRequestError:
     return InvalidRequestError(
         f"No such product: '{product_id}'", param="product", code="resource_missing"
     )
-
-
-def _sent(value: Any) -> Any:
-    return None if value is UNSET else value
 
 
 routes: list[BaseRoute] = [

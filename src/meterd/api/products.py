@@ -9,8 +9,15 @@ from msgspec import UNSET, Meta, UnsetType
 from starlette.routing import BaseRoute
 
 from meterd.api.endpoint import ApiCall, resource, v1
-from meterd.api.list_filters import CreatedParam, created_bounds, expansions
 from meterd.api.pagination import ListParams, cursor_missing, list_object
+from meterd.api.shared_params import (
+    CreatedParam,
+    ExpandParams,
+    NoParams,
+    created_bounds,
+    expansions,
+    given,
+)
 from meterd.billing import metadata
 from meterd.billing.metadata import MetadataParam
 from meterd.billing.products import Product, checked_statement_descriptor, new_product
@@ -27,15 +34,7 @@ EXPANDABLE = ("default_price",)
 """Stripe's one expandable product field; meterd has no prices, so it stays null."""
 
 
-class NoParams(msgspec.Struct, forbid_unknown_fields=True):
-    pass
-
-
-class _Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    expand: list[str] = []
-
-
-class ProductFields(_Params):
+class ProductFields(ExpandParams):
     """The fields a product is created with, here and inline in ``POST /v1/plans``."""
 
     name: Name
@@ -51,7 +50,7 @@ class CreateProductParams(ProductFields):
     description: Annotated[str, Meta(min_length=1, max_length=40000)] | UnsetType = UNSET
 
 
-class UpdateProductParams(_Params):
+class UpdateProductParams(ExpandParams):
     """Empty strings unset the optional text fields, as on Stripe."""
 
     name: Name | UnsetType = UNSET
@@ -107,10 +106,10 @@ def product_from_fields(
         name=fields.name,
         active=fields.active,
         description=description,
-        metadata=metadata.created(_sent(fields.metadata)),
-        statement_descriptor=_sent(fields.statement_descriptor),
-        unit_label=_sent(fields.unit_label),
-        tax_code=_sent(fields.tax_code),
+        metadata=metadata.created(given(fields.metadata)),
+        statement_descriptor=given(fields.statement_descriptor),
+        unit_label=given(fields.unit_label),
+        tax_code=given(fields.tax_code),
         now=call.now,
         param_prefix=param_prefix,
     )
@@ -125,7 +124,7 @@ def already_exists(param: str = "id") -> InvalidRequestError:
 async def create_product(call: ApiCall) -> dict[str, Any]:
     params = call.parse(CreateProductParams)
     expansions(params.expand, EXPANDABLE)
-    product = product_from_fields(call, params, _sent(params.id), _sent(params.description))
+    product = product_from_fields(call, params, given(params.id), given(params.description))
     try:
         await call.store.insert_product(product)
     except AlreadyExists:
@@ -142,7 +141,7 @@ async def _existing(call: ApiCall) -> Product:
 
 
 async def retrieve_product(call: ApiCall) -> dict[str, Any]:
-    expansions(call.parse(_Params).expand, EXPANDABLE)
+    expansions(call.parse(ExpandParams).expand, EXPANDABLE)
     return product_object(await _existing(call))
 
 
@@ -187,7 +186,7 @@ async def list_products(call: ApiCall) -> dict[str, Any]:
     params = call.parse(ListProductsParams)
     expansions(params.expand, EXPANDABLE, in_list=True)
     where = ProductFilter(
-        active=_sent(params.active),
+        active=given(params.active),
         ids=tuple(params.ids) if params.ids is not UNSET else None,
         created=created_bounds(params.created),
     )
@@ -196,10 +195,6 @@ async def list_products(call: ApiCall) -> dict[str, Any]:
     except CursorNotFound as error:
         raise cursor_missing("product", error) from None
     return list_object(page, "/v1/products", product_object)
-
-
-def _sent(value: Any) -> Any:
-    return None if value is UNSET else value
 
 
 routes: list[BaseRoute] = [

@@ -111,10 +111,7 @@ def delete_product(conn: sqlite3.Connection, scope: Scope, product_id: str) -> b
 def list_products(
     conn: sqlite3.Connection, scope: Scope, page: PageRequest, where: ProductFilter
 ) -> Page[Product]:
-    sql, args = _scoped(scope, where.created)
-    if where.active is not None:
-        sql += " AND active = ?"
-        args.append(where.active)
+    sql, args = _scoped(scope, where.created, active=where.active)
     if where.ids is not None:
         sql += f" AND id IN ({_marks(len(where.ids))})" if where.ids else " AND 0"
         args.extend(where.ids)
@@ -172,20 +169,20 @@ def delete_plan(conn: sqlite3.Connection, scope: Scope, plan_id: str) -> bool:
 def list_plans(
     conn: sqlite3.Connection, scope: Scope, page: PageRequest, where: PlanFilter
 ) -> Page[Plan]:
-    sql, args = _scoped(scope, where.created)
-    if where.active is not None:
-        sql += " AND active = ?"
-        args.append(where.active)
-    if where.product is not None:
-        sql += " AND product_id = ?"
-        args.append(where.product)
+    sql, args = _scoped(scope, where.created, active=where.active, product_id=where.product)
     rows = keyset_page(conn, "plans", PLAN_COLUMNS, sql, args, scope, page)
     return page_of(rows, page, _plan_from_row)
 
 
-def _scoped(scope: Scope, created: CreatedBounds) -> tuple[str, list[Any]]:
+def _scoped(scope: Scope, created: CreatedBounds, **equal: Any) -> tuple[str, list[Any]]:
+    """A list's WHERE clause: the scope, the creation bounds, and each column in ``equal``
+    whose value is not None."""
     sql = _SCOPED
     args: list[Any] = [scope.account_id, scope.livemode]
+    for column, value in equal.items():
+        if value is not None:
+            sql += f" AND {column} = ?"
+            args.append(value)
     if created.low is not None:
         sql += " AND created >= ?"
         args.append(created.low)

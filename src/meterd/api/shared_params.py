@@ -1,14 +1,31 @@
-"""Filters shared by v1 lists: ``created`` (a timestamp or a range) and ``expand``."""
+"""Params several v1 resources share: ``expand``, no params at all, ``created`` ranges."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
 
 from meterd.errors import InvalidRequestError
 from meterd.storage import CreatedBounds
+
+
+class NoParams(msgspec.Struct, forbid_unknown_fields=True):
+    """For endpoints that take no params (a DELETE): anything sent is unknown."""
+
+
+class ExpandParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The one param every v1 object endpoint takes; resources extend it with their own."""
+
+    expand: list[str] = []
+
+
+def given(value: Any) -> Any:
+    """A param's value, or None when it was not sent (typed loosely: mypy would join a union
+    of param types, such as ``dict[str, str] | str``, into one it cannot pass on)."""
+    return None if value is UNSET else value
 
 
 class CreatedRange(msgspec.Struct, forbid_unknown_fields=True):
