@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 import stripe
 
@@ -99,14 +104,74 @@ def stop_server(server: RunningServer) -> None:
         server.process.wait()
 
 
+POSTGRES_URL = os.environ.get("METERD_TEST_POSTGRES_URL", "")
+POSTGRES_SKIP_REASON = (
+    "PostgreSQL tests need METERD_TEST_POSTGRES_URL (e.g. "
+    "postgresql://postgres@127.0.0.1:5432/test); .ci/run sets it"
+)
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@contextmanager
+def fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    """A database URL nothing else uses: a new SQLite file, or a new PostgreSQL schema
+    (dropped afterwards), so that test runs never see each other's rows."""
+    if backend == "sqlite":
+        yield f"sqlite:///{directory / 'meterd.db'}"
+        return
+    if not POSTGRES_URL:
+        pytest.skip(POSTGRES_SKIP_REASON)
+    schema = f"meterd_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    try:
+        yield f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def database_rows(url: str, sql: str) -> list[Any]:
+    """Rows of a query straight from a test server's database, whichever backend it is."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+            return db.execute(sql).fetchall()
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql.encode()).fetchall()
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn; tests that take it (or the server) run on both."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """One real server for the session; tests isolate themselves with their own accounts."""
-    path: Path = tmp_path_factory.mktemp("meterd") / "meterd.db"
-    running = start_server(f"sqlite:///{path}")
-    assert running.secret_key, "meterd serve did not print a test key on an empty database"
-    yield running
-    stop_server(running)
+def server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real server per backend for the session; tests isolate themselves with their own
+    accounts."""
+    with fresh_database(backend, tmp_path_factory.mktemp("meterd")) as url:
+        running = start_server(url)
+        assert running.secret_key, "meterd serve did not print a test key on an empty database"
+        yield running
+        stop_server(running)
+
+
+_postgres_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and POSTGRES_SKIP_REASON in str(report.longrepr):
+        _postgres_skips.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """On CI, a skipped PostgreSQL test is a failure: CI has PostgreSQL (.ci/run)."""
+    if os.environ.get("CI") == "true" and _postgres_skips:
+        print(f"\nCI: {len(_postgres_skips)} PostgreSQL tests were skipped; set "
+              "METERD_TEST_POSTGRES_URL.")  # fmt: skip
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -93,12 +93,14 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 async def _prune_forever(store: Store) -> None:
-    """Idempotency keys, event identifiers and expired sessions are kept for 24 hours."""
+    """Idempotency keys, event identifiers and expired sessions are kept for 24 hours; the
+    store does its own upkeep too (PostgreSQL adds the coming months' event partitions)."""
     while True:
         now = int(time.time())
         await store.prune_idempotency_keys(now)
         await store.prune_event_identifiers(now - IDENTIFIER_TTL_SECONDS)
         await store.prune_sessions(now - EXPIRED_SESSIONS_KEPT_SECONDS)
+        await store.maintain(now)
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
 
 

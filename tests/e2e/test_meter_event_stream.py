@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +23,8 @@ import stripe
 
 from tests.conftest import (
     RunningServer,
+    database_rows,
+    fresh_database,
     new_account_key,
     sdk_client,
     start_server,
@@ -456,13 +456,13 @@ def test_authentication_comes_before_parsing(server: RunningServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def short_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def short_server(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server of its own whose sessions live two seconds."""
-    path: Path = tmp_path_factory.mktemp("meterd-short") / "meterd.db"
-    running = start_server(f"sqlite:///{path}", "--session-lifetime", "2")
-    assert running.secret_key
-    yield running
-    stop_server(running)
+    with fresh_database(backend, tmp_path_factory.mktemp("meterd-short")) as url:
+        running = start_server(url, "--session-lifetime", "2")
+        assert running.secret_key
+        yield running
+        stop_server(running)
 
 
 def test_an_expired_token_is_temporary_session_expired(short_server: RunningServer) -> None:
@@ -502,11 +502,15 @@ def test_an_expired_token_is_temporary_session_expired(short_server: RunningServ
 
 
 def test_an_expired_token_is_still_expired_after_a_restart(
-    tmp_path_factory: pytest.TempPathFactory,
+    backend: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """Expiry does not depend on when the server last pruned: a client told "invalid token"
     instead of "expired" would not know that a new session is the remedy."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('meterd-restart') / 'meterd.db'}"
+    with fresh_database(backend, tmp_path_factory.mktemp("meterd-restart")) as url:
+        expired_after_restart(url)
+
+
+def expired_after_restart(url: str) -> None:
     first = start_server(url, "--session-lifetime", "1")
     try:
         client = first.client()
@@ -827,21 +831,25 @@ def test_a_session_token_is_never_stored_even_under_an_idempotency_key(
     key = unique("session-key")
     created = shared.v2.billing.meter_event_session.create(options={"idempotency_key": key})
     token = created.authentication_token
-    path = server.database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT body FROM idempotency_keys").fetchall()
-        sessions = db.execute("SELECT token_hash FROM meter_event_sessions").fetchall()
+    rows = database_rows(server.database_url, "SELECT body FROM idempotency_keys")
+    sessions = database_rows(server.database_url, "SELECT token_hash FROM meter_event_sessions")
     assert not any(token.encode() in bytes(row[0] or b"") for row in rows)
     assert all(token not in row[0] for row in sessions)
     again = shared.v2.billing.meter_event_session.create(options={"idempotency_key": key})
     assert again.authentication_token != token  # not a replay: a new session
 
 
-def test_identifiers_survive_a_restart(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The dedup index lives in memory and is rebuilt from the database at start-up: after a
-    restart a repeated identifier is still a duplicate (counted and uncounted alike), and a
-    counted event can still be cancelled."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('meterd-ids') / 'meterd.db'}"
+def test_identifiers_survive_a_restart(
+    backend: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """SQLite's dedup index lives in memory and is rebuilt from the database at start-up (and
+    PostgreSQL's lives in the database): after a restart a repeated identifier is still a
+    duplicate (counted and uncounted alike), and a counted event can still be cancelled."""
+    with fresh_database(backend, tmp_path_factory.mktemp("meterd-ids")) as url:
+        identifiers_after_restart(url)
+
+
+def identifiers_after_restart(url: str) -> None:
     first = start_server(url)
     counted, uncounted, cancelled = unique("kept"), unique("noname"), unique("gone")
     try:

@@ -32,9 +32,9 @@ async def open_store(url: str) -> Store:
 
         return await SQLiteStore.open(sqlite_path(url))
     if scheme in ("postgresql", "postgres"):
-        raise UnsupportedDatabase(
-            "the PostgreSQL backend is not built yet; use a sqlite:/// URL for now"
-        )
+        from meterd.storage.postgres import PostgresStore
+
+        return await PostgresStore.open(url)
     raise UnsupportedDatabase(
-        f"unknown database URL scheme {scheme!r}: meterd takes sqlite:/// URLs"
+        f"unknown database URL scheme {scheme!r}: meterd takes sqlite:/// and postgresql:// URLs"
     )

@@ -10,35 +10,19 @@ import sqlite3
 from collections.abc import Sequence
 from itertools import chain
 from operator import itemgetter
-from typing import Any
 
 import msgspec
 
-from meterd.metering.error_reports import ErrorReport, ErrorType
-from meterd.metering.meters import Meter
-from meterd.metering.rollups import DAY, HOUR, MINUTE, Rollup, RollupKey, StoredEvent
+from meterd.metering.rollups import DAY, HOUR, MINUTE, Rollup, RollupKey
 from meterd.scope import Scope
 from meterd.storage.base import (
-    IdempotentResponse,
     IdentifierRecord,
     NewEvent,
-    RawEvent,
     Reservation,
     identifier_hash,
 )
 from meterd.storage.identifier_index import IdentifierIndex
-
-METER_COLUMNS = (
-    "id, account_id, livemode, display_name, event_name, formula, customer_key, value_key, "
-    "event_time_window, status, deactivated_at, created, updated"
-)
-REPORT_COLUMNS = "id, account_id, livemode, type, event_name, meter_id, window_start, created, data"
-_EVENT_COLUMNS = (
-    "seq, meter_seq, customer, ts, value, identifier, created, recount_bucket, cancelled"
-)
-_ROLLUP_VALUES = "event_count, total, latest_ts, latest_seq, latest_value"
-
-_error_types = msgspec.json.Decoder(list[ErrorType])
+from meterd.storage.sql_events import ROLLUP_VALUES, SQLEventTransaction
 
 
 class RecentIdentifiers:
@@ -62,35 +46,17 @@ class RecentIdentifiers:
             self.uncounted.add(hashes, rows)
 
 
-class SQLiteEventTransaction:
+class SQLiteEventTransaction(SQLEventTransaction):
     """:class:`meterd.storage.base.EventTransaction` over an open SQLite transaction."""
 
     def __init__(self, conn: sqlite3.Connection, identifiers: RecentIdentifiers) -> None:
-        self.conn = conn
+        super().__init__(conn)
         self.identifiers = identifiers
         self.appended: list[tuple[list[int], range]] = []
         """Identifier hashes of the counted events appended here, with their sequence numbers:
         the index takes them after COMMIT (see :meth:`RecentIdentifiers.take`)."""
         self.logged: list[tuple[list[int], range]] = []
         """The same for uncounted events, with their identifier log rows."""
-
-    def meter_by_event_name(self, scope: Scope, event_name: str) -> tuple[Meter, int] | None:
-        row = self.conn.execute(
-            f"SELECT seq, {METER_COLUMNS} FROM meters "
-            "WHERE account_id = ? AND livemode = ? AND event_name = ?",
-            (scope.account_id, scope.livemode, event_name),
-        ).fetchone()
-        return (meter_from_row(row[1:]), row[0]) if row else None
-
-    def meter_by_seq(self, meter_seq: int) -> Meter:
-        row = self.conn.execute(
-            f"SELECT {METER_COLUMNS} FROM meters WHERE seq = ?", (meter_seq,)
-        ).fetchone()
-        return meter_from_row(row)
-
-    def meter_seqs(self) -> dict[int, Meter]:
-        rows = self.conn.execute(f"SELECT seq, {METER_COLUMNS} FROM meters").fetchall()
-        return {row[0]: meter_from_row(row[1:]) for row in rows}
 
     def received_identifiers(
         self, scope: Scope, identifiers: Sequence[str], since: int
@@ -209,22 +175,8 @@ class SQLiteEventTransaction:
         for statement in _MERGE_BATCH_MINUTES:
             self.conn.execute(statement)
 
-    def event(self, seq: int) -> RawEvent:
-        row = self.conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM meter_events WHERE seq = ?", (seq,)
-        ).fetchone()
-        return raw_from_row(row)
-
-    def cancel_event(self, seq: int) -> None:
-        self.conn.execute("UPDATE meter_events SET cancelled = TRUE WHERE seq = ?", (seq,))
-
-    def bucket_events(self, meter_seq: int, customer: str, bucket: int) -> list[StoredEvent]:
-        rows = self.conn.execute(
-            "SELECT seq, customer, ts, value FROM meter_events WHERE meter_seq = ? "
-            "AND customer = ? AND recount_bucket = ? AND NOT cancelled ORDER BY seq",
-            (meter_seq, customer, bucket),
-        ).fetchall()
-        return [StoredEvent(r[0], r[1], r[2], scaled(r[3])) for r in rows]
+    def db_int(self, value: int) -> int | str:
+        return db_int(value)
 
     def merge_rollups(self, deltas: dict[RollupKey, Rollup], windowed: set[int]) -> None:
         """Fold each delta into its stored row in SQL, without reading rows back first.
@@ -241,7 +193,7 @@ class SQLiteEventTransaction:
             )
         insert = (
             "INSERT INTO meter_rollups (meter_seq, customer, size, bucket, "
-            f"{_ROLLUP_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"{ROLLUP_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
         )
         newer = _NEWER
@@ -262,103 +214,6 @@ class SQLiteEventTransaction:
                 f"THEN excluded.total ELSE total END, {latest}",
                 replaced,
             )
-
-    def rollup_range(
-        self, meter_seq: int, customer: str, size: int, first: int, end: int
-    ) -> list[Rollup]:
-        rows = self.conn.execute(
-            f"SELECT {_ROLLUP_VALUES} FROM meter_rollups WHERE meter_seq = ? AND customer = ? "
-            "AND size = ? AND bucket >= ? AND bucket < ?",
-            (meter_seq, customer, size, first, end),
-        ).fetchall()
-        return [rollup_from_row(row) for row in rows]
-
-    def put_rollups(self, rows: dict[RollupKey, Rollup | None]) -> None:
-        upserts = [
-            (*key, r.count, db_int(r.total), r.latest_ts, r.latest_seq, db_int(r.latest_value))
-            for key, r in rows.items()
-            if r is not None
-        ]
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO meter_rollups (meter_seq, customer, size, bucket, "
-            f"{_ROLLUP_VALUES}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            upserts,
-        )
-        self.conn.executemany(
-            "DELETE FROM meter_rollups "
-            "WHERE meter_seq = ? AND customer = ? AND size = ? AND bucket = ?",
-            [key for key, r in rows.items() if r is None],
-        )
-
-    def idempotency_record(self, scope: Scope, key: str) -> IdempotentResponse | None:
-        row = self.conn.execute(
-            "SELECT fingerprint, created, status, body FROM idempotency_keys "
-            "WHERE account_id = ? AND livemode = ? AND key = ?",
-            (scope.account_id, scope.livemode, key),
-        ).fetchone()
-        if row is None:
-            return None
-        return IdempotentResponse(fingerprint=row[0], created=row[1], status=row[2], body=row[3])
-
-    def put_idempotency_records(
-        self, rows: Sequence[tuple[Scope, str, IdempotentResponse]]
-    ) -> None:
-        self.conn.executemany(
-            "INSERT OR REPLACE INTO idempotency_keys "
-            "(account_id, livemode, key, fingerprint, created, status, body) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                (s.account_id, s.livemode, key, r.fingerprint, r.created, r.status, r.body)
-                for s, key, r in rows
-            ],
-        )
-
-    def error_report(
-        self, scope: Scope, type: str, event_name: str, window_start: int
-    ) -> ErrorReport | None:
-        row = self.conn.execute(
-            f"SELECT {REPORT_COLUMNS} FROM error_reports WHERE account_id = ? AND livemode = ? "
-            "AND type = ? AND event_name = ? AND window_start = ?",
-            (scope.account_id, scope.livemode, type, event_name, window_start),
-        ).fetchone()
-        return report_from_row(row) if row else None
-
-    def put_error_report(self, report: ErrorReport) -> None:
-        data = msgspec.json.encode(report.error_types).decode()
-        updated = self.conn.execute(
-            "UPDATE error_reports SET data = ? WHERE id = ?", (data, report.id)
-        ).rowcount
-        if not updated:
-            self.conn.execute(
-                f"INSERT INTO error_reports ({REPORT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    report.id,
-                    report.account_id,
-                    report.livemode,
-                    report.type,
-                    report.event_name,
-                    report.meter_id,
-                    report.window_start,
-                    report.created,
-                    data,
-                ),
-            )
-
-    def truncate_rollups(self) -> None:
-        self.conn.execute("DELETE FROM meter_rollups")
-
-    def all_rollups(self) -> dict[RollupKey, Rollup]:
-        rows = self.conn.execute(
-            f"SELECT meter_seq, customer, size, bucket, {_ROLLUP_VALUES} FROM meter_rollups"
-        ).fetchall()
-        return {RollupKey(*row[:4]): rollup_from_row(row[4:]) for row in rows}
-
-    def all_events(self, after_seq: int, limit: int) -> list[RawEvent]:
-        rows = self.conn.execute(
-            f"SELECT {_EVENT_COLUMNS} FROM meter_events WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ).fetchall()
-        return [raw_from_row(row) for row in rows]
 
 
 _HALF_INT64 = 2**62
@@ -396,7 +251,7 @@ over the batch; the minute, hour and day rows are then merged from these few row
 
 def _merge_batch_minutes(size: int) -> str:
     return (
-        f"INSERT INTO meter_rollups (meter_seq, customer, size, bucket, {_ROLLUP_VALUES}) "
+        f"INSERT INTO meter_rollups (meter_seq, customer, size, bucket, {ROLLUP_VALUES}) "
         f"SELECT meter_seq, customer, {size}, bucket, n, total, lts, lseq, lvalue FROM ("
         f"SELECT meter_seq, customer, bucket - bucket % {size} AS bucket, sum(n) AS n, "
         "sum(total) AS total, max(latest_key), latest_ts AS lts, latest_seq AS lseq, "
@@ -454,58 +309,3 @@ def add_scaled(a: str | int, b: str | int) -> int | str:
 
 def register_functions(conn: sqlite3.Connection) -> None:
     conn.create_function("meterd_add", 2, add_scaled, deterministic=True)
-
-
-def raw_from_row(row: Any) -> RawEvent:
-    return RawEvent(
-        seq=row[0],
-        meter_seq=row[1],
-        customer=row[2],
-        ts=row[3],
-        value=None if row[4] is None else int(row[4]),
-        identifier=row[5],
-        created=row[6],
-        recount_bucket=row[7],
-        cancelled=bool(row[8]),
-    )
-
-
-def scaled(stored: int | str | None) -> int:
-    """A stored scaled value (an integer, or its decimal text past 62 bits); 0 for count."""
-    return 0 if stored is None else int(stored)
-
-
-def rollup_from_row(row: Any) -> Rollup:
-    return Rollup(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
-
-
-def report_from_row(row: Any) -> ErrorReport:
-    return ErrorReport(
-        id=row[0],
-        account_id=row[1],
-        livemode=bool(row[2]),
-        type=row[3],
-        event_name=row[4],
-        meter_id=row[5],
-        window_start=row[6],
-        created=row[7],
-        error_types=_error_types.decode(row[8]),
-    )
-
-
-def meter_from_row(row: Any) -> Meter:
-    return Meter(
-        id=row[0],
-        account_id=row[1],
-        livemode=bool(row[2]),
-        display_name=row[3],
-        event_name=row[4],
-        formula=row[5],
-        customer_key=row[6],
-        value_key=row[7],
-        event_time_window=row[8],
-        status=row[9],
-        deactivated_at=row[10],
-        created=row[11],
-        updated=row[12],
-    )

@@ -13,8 +13,11 @@
 --    events updates the few pages of the current minute, hour and day instead of one page per
 --    customer; reads by customer go through a second index, which only grows when a row is new.
 -- The scaled conversion below is SQLite's spelling; the PostgreSQL backend starts from this
--- schema and has no data to convert.
+-- schema and has no data to convert. There, raw events are partitioned by arrival month (the
+-- store creates each month's partition ahead of time), so that old months can be dropped
+-- without touching live data; their sequence numbers come from a sequence.
 
+-- @only sqlite
 CREATE TABLE meter_events_scaled (
   seq @SERIAL_PK@,
   meter_seq BIGINT NOT NULL,
@@ -46,6 +49,26 @@ SELECT
   CASE WHEN m.formula = 'last' OR m.event_time_window IS NOT NULL THEN e.bucket END
 FROM meter_events e JOIN meters m ON m.seq = e.meter_seq
 ORDER BY e.seq;
+-- @end
+
+-- @only postgresql
+CREATE SEQUENCE meter_events_seq;
+
+CREATE TABLE meter_events_scaled (
+  seq BIGINT NOT NULL DEFAULT nextval('meter_events_seq'),
+  meter_seq BIGINT NOT NULL,
+  customer TEXT NOT NULL,
+  ts BIGINT NOT NULL,
+  value NUMERIC,
+  identifier TEXT NOT NULL,
+  created BIGINT NOT NULL,
+  cancelled BOOLEAN NOT NULL DEFAULT FALSE,
+  recount_bucket BIGINT,
+  PRIMARY KEY (seq, created)
+) PARTITION BY RANGE (created);
+
+CREATE TABLE meter_events_default PARTITION OF meter_events_scaled DEFAULT;
+-- @end
 
 DROP TABLE meter_events;
 ALTER TABLE meter_events_scaled RENAME TO meter_events;

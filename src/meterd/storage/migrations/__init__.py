@@ -1,7 +1,9 @@
 """Versioned schema migrations: ``NNNN_name.sql`` files, one schema for every database.
 
 Each file is written in the SQL that SQLite and PostgreSQL share; the few types they spell
-differently are placeholders filled in per dialect.
+differently are placeholders filled in per dialect. Where the two must differ (a conversion
+only SQLite's old data needs, a table PostgreSQL partitions, an index only one of them uses),
+lines between ``-- @only <dialect>`` and ``-- @end`` are kept for that dialect alone.
 """
 
 from __future__ import annotations
@@ -38,10 +40,25 @@ def load(dialect: str) -> list[Migration]:
         if not entry.name.endswith(".sql"):
             continue
         version, _, name = entry.name.removesuffix(".sql").partition("_")
-        sql = entry.read_text(encoding="utf-8")
+        sql = _for_dialect(entry.read_text(encoding="utf-8"), dialect)
         for token, spelled in DIALECT_TYPES[dialect].items():
             sql = sql.replace(token, spelled)
         lines = [line for line in sql.splitlines() if not line.lstrip().startswith("--")]
         statements = [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
         migrations.append(Migration(int(version), name, statements))
     return sorted(migrations)
+
+
+def _for_dialect(sql: str, dialect: str) -> str:
+    kept = []
+    only: str | None = None
+    for line in sql.splitlines():
+        marker = line.strip()
+        if marker.startswith("-- @only "):
+            only = marker.removeprefix("-- @only ").strip()
+            assert only in DIALECT_TYPES, f"unknown dialect in {marker!r}"
+        elif marker == "-- @end":
+            only = None
+        elif only is None or only == dialect:
+            kept.append(line)
+    return "\n".join(kept)

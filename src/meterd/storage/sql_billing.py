@@ -1,9 +1,8 @@
-"""Products and plans in SQLite: rows, queries, and the one transaction that creates a plan
-together with its inline product."""
+"""Products and plans in SQL both databases speak: rows, queries, and the one transaction that
+creates a plan together with its inline product."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -23,7 +22,8 @@ from meterd.storage.base import (
     ReferenceMissing,
     StillReferenced,
 )
-from meterd.storage.sqlite_pages import keyset_page, page_of
+from meterd.storage.sql_errors import INTEGRITY_ERRORS, violation
+from meterd.storage.sql_pages import Connection, keyset_page, page_of
 
 PRODUCT_COLUMNS = (
     "id, account_id, livemode, name, active, description, metadata, statement_descriptor, "
@@ -40,19 +40,19 @@ _transform_decoder = msgspec.json.Decoder(TransformUsage)
 _metadata_decoder = msgspec.json.Decoder(dict[str, str])
 
 
-def insert_product(conn: sqlite3.Connection, product: Product, clash: str = "id") -> None:
+def insert_product(conn: Connection, product: Product, clash: str = "id") -> None:
     try:
         conn.execute(
             f"INSERT INTO products ({PRODUCT_COLUMNS}) VALUES ({_marks(12)})",
             _product_row(product),
         )
-    except sqlite3.IntegrityError as exc:
-        if "UNIQUE" in str(exc):
+    except INTEGRITY_ERRORS as exc:
+        if violation(exc) == "unique":
             raise AlreadyExists(clash) from None
         raise
 
 
-def get_product(conn: sqlite3.Connection, scope: Scope, product_id: str) -> Product | None:
+def get_product(conn: Connection, scope: Scope, product_id: str) -> Product | None:
     row = conn.execute(
         f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ? AND {_SCOPED}",
         (product_id, scope.account_id, scope.livemode),
@@ -60,9 +60,7 @@ def get_product(conn: sqlite3.Connection, scope: Scope, product_id: str) -> Prod
     return _product_from_row(row) if row else None
 
 
-def get_products(
-    conn: sqlite3.Connection, scope: Scope, product_ids: Sequence[str]
-) -> dict[str, Product]:
+def get_products(conn: Connection, scope: Scope, product_ids: Sequence[str]) -> dict[str, Product]:
     wanted = sorted(set(product_ids))
     if not wanted:
         return {}
@@ -73,7 +71,7 @@ def get_products(
     return {row[0]: _product_from_row(row) for row in rows}
 
 
-def save_product(conn: sqlite3.Connection, product: Product) -> None:
+def save_product(conn: Connection, product: Product) -> None:
     conn.execute(
         "UPDATE products SET name = ?, active = ?, description = ?, metadata = ?, "
         "statement_descriptor = ?, unit_label = ?, tax_code = ?, updated = ? "
@@ -94,7 +92,7 @@ def save_product(conn: sqlite3.Connection, product: Product) -> None:
     )
 
 
-def delete_product(conn: sqlite3.Connection, scope: Scope, product_id: str) -> bool:
+def delete_product(conn: Connection, scope: Scope, product_id: str) -> bool:
     used = conn.execute(
         f"SELECT 1 FROM plans WHERE {_SCOPED} AND product_id = ? LIMIT 1",
         (scope.account_id, scope.livemode, product_id),
@@ -109,30 +107,30 @@ def delete_product(conn: sqlite3.Connection, scope: Scope, product_id: str) -> b
 
 
 def list_products(
-    conn: sqlite3.Connection, scope: Scope, page: PageRequest, where: ProductFilter
+    conn: Connection, scope: Scope, page: PageRequest, where: ProductFilter
 ) -> Page[Product]:
     sql, args = _scoped(scope, where.created, active=where.active)
     if where.ids is not None:
-        sql += f" AND id IN ({_marks(len(where.ids))})" if where.ids else " AND 0"
+        sql += f" AND id IN ({_marks(len(where.ids))})" if where.ids else " AND 1 = 0"
         args.extend(where.ids)
     rows = keyset_page(conn, "products", PRODUCT_COLUMNS, sql, args, scope, page)
     return page_of(rows, page, _product_from_row)
 
 
-def insert_plan(conn: sqlite3.Connection, plan: Plan, new_product: Product | None) -> None:
+def insert_plan(conn: Connection, plan: Plan, new_product: Product | None) -> None:
     if new_product is not None:
         insert_product(conn, new_product, clash="product")
     try:
         conn.execute(f"INSERT INTO plans ({PLAN_COLUMNS}) VALUES ({_marks(19)})", _plan_row(plan))
-    except sqlite3.IntegrityError as exc:
-        if "UNIQUE" in str(exc):
+    except INTEGRITY_ERRORS as exc:
+        if violation(exc) == "unique":
             raise AlreadyExists("id") from None
-        if "FOREIGN KEY" in str(exc):
+        if violation(exc) == "foreign_key":
             raise ReferenceMissing("product") from None
         raise
 
 
-def get_plan(conn: sqlite3.Connection, scope: Scope, plan_id: str) -> Plan | None:
+def get_plan(conn: Connection, scope: Scope, plan_id: str) -> Plan | None:
     row = conn.execute(
         f"SELECT {PLAN_COLUMNS} FROM plans WHERE id = ? AND {_SCOPED}",
         (plan_id, scope.account_id, scope.livemode),
@@ -140,7 +138,7 @@ def get_plan(conn: sqlite3.Connection, scope: Scope, plan_id: str) -> Plan | Non
     return _plan_from_row(row) if row else None
 
 
-def save_plan(conn: sqlite3.Connection, plan: Plan) -> None:
+def save_plan(conn: Connection, plan: Plan) -> None:
     """Only what Stripe lets an update change: active, metadata, nickname, product, trial."""
     conn.execute(
         "UPDATE plans SET active = ?, metadata = ?, nickname = ?, product_id = ?, "
@@ -158,7 +156,7 @@ def save_plan(conn: sqlite3.Connection, plan: Plan) -> None:
     )
 
 
-def delete_plan(conn: sqlite3.Connection, scope: Scope, plan_id: str) -> bool:
+def delete_plan(conn: Connection, scope: Scope, plan_id: str) -> bool:
     deleted = conn.execute(
         f"DELETE FROM plans WHERE id = ? AND {_SCOPED}",
         (plan_id, scope.account_id, scope.livemode),
@@ -166,9 +164,7 @@ def delete_plan(conn: sqlite3.Connection, scope: Scope, plan_id: str) -> bool:
     return bool(deleted)
 
 
-def list_plans(
-    conn: sqlite3.Connection, scope: Scope, page: PageRequest, where: PlanFilter
-) -> Page[Plan]:
+def list_plans(conn: Connection, scope: Scope, page: PageRequest, where: PlanFilter) -> Page[Plan]:
     sql, args = _scoped(scope, where.created, active=where.active, product_id=where.product)
     rows = keyset_page(conn, "plans", PLAN_COLUMNS, sql, args, scope, page)
     return page_of(rows, page, _plan_from_row)

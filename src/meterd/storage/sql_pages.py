@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from meterd.scope import Scope
 from meterd.storage.base import CursorNotFound, Page, PageRequest
@@ -12,8 +11,23 @@ from meterd.storage.base import CursorNotFound, Page, PageRequest
 T = TypeVar("T")
 
 
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What shared SQL needs of a connection: sqlite3's, or PostgreSQL's behind
+    :class:`meterd.storage.postgres.PgConnection` (which takes the same ``?`` placeholders)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Cursor: ...
+
+
 def keyset_page(
-    conn: sqlite3.Connection,
+    conn: Connection,
     table: str,
     columns: str,
     where: str,
