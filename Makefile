@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench bench-events bench-stream bench-summaries bench-ingest clean
+.PHONY: run test lint typecheck bench bench-events bench-stream bench-summaries bench-ingest bench-postgres clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "meterd needs Python 3.11 or newer (set PYTHON=...)")'
@@ -34,6 +34,13 @@ bench-events: $(STAMP)
 
 bench-stream: $(STAMP)
 	$(BIN)/python bench/stream_api.py --seconds 20 --connections 32 64
+
+# The stream on PostgreSQL with 1 and 2 server processes, then summary latency at 10M events.
+POSTGRES_BENCH_URL ?= postgresql://postgres@127.0.0.1:5432/test
+bench-postgres: $(STAMP)
+	$(BIN)/python bench/stream_api.py --database $(POSTGRES_BENCH_URL) --fresh-schema --seconds 15 --connections 32 64
+	$(BIN)/python bench/stream_api.py --database $(POSTGRES_BENCH_URL) --fresh-schema --seconds 15 --connections 32 64 --workers 2
+	$(BIN)/python bench/summaries.py --postgres $(POSTGRES_BENCH_URL) --events 1000000 10000000
 
 bench-summaries: $(STAMP)
 	$(BIN)/python bench/summaries.py --events 1000000 10000000

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -59,6 +60,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.databases import bench_database
 from bench.loadgen import Connection
 from meterd.ingest.writes import ingest
 from meterd.metering.events import EventSubmission
@@ -109,8 +111,11 @@ class Run:
 class Server:
     """``meterd serve`` on a database, its output drained (a full pipe would stop it)."""
 
+    workers = 1
+
     def __init__(self, url: str) -> None:
-        self.running: RunningServer = start_server(url)
+        extra = ("--workers", str(self.workers)) if self.workers > 1 else ()
+        self.running: RunningServer = start_server(url, *extra)
         self.port = int(self.running.base_url.rsplit(":", 1)[1])
         self.pid = self.running.process.pid
         self.output: list[str] = []
@@ -133,10 +138,11 @@ class Server:
 
 
 class RssSampler:
-    """The largest VmRSS of a process, read from /proc every 0.2 s on a thread."""
+    """The largest VmRSS of a process and its children (``--workers``), summed, read from
+    /proc every 0.2 s on a thread."""
 
     def __init__(self, pid: int) -> None:
-        self.path = Path(f"/proc/{pid}/status")
+        self.pid = pid
         self.max_kib = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -144,11 +150,10 @@ class RssSampler:
     def _sample(self) -> None:
         while True:
             try:
-                found = re.search(r"VmRSS:\s+(\d+) kB", self.path.read_text())
+                total = sum(_rss_kib(pid) for pid in _process_tree(self.pid))
             except OSError:
                 return
-            if found:
-                self.max_kib = max(self.max_kib, int(found.group(1)))
+            self.max_kib = max(self.max_kib, total)
             if self._stop.wait(0.2):
                 return
 
@@ -159,6 +164,19 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            pids += _process_tree(int(child))
+    return pids
+
+
+def _rss_kib(pid: int) -> int:
+    found = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(found.group(1)) if found else 0
 
 
 def templates(event_name: str, run_id: str) -> list[list[bytes]]:
@@ -494,15 +512,33 @@ if __name__ == "__main__":
     parser.add_argument(
         "--preload", type=int, default=0, metavar="N", help="then again with N events of history"
     )
-    parser.add_argument("--database", help="a sqlite:/// URL (default: fresh temporary ones)")
+    parser.add_argument(
+        "--database",
+        help="a sqlite:/// or postgresql:// URL (default: fresh temporary SQLite files)",
+    )
+    parser.add_argument(
+        "--fresh-schema",
+        action="store_true",
+        help="with a postgresql:// --database: run in a new schema, dropped afterwards",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="meterd serve --workers N (PostgreSQL)"
+    )
     args = parser.parse_args()
+    Server.workers = args.workers
     wrk = not args.python and (args.wrk or shutil.which("wrk") is not None)
     if wrk and shutil.which("wrk") is None:
         parser.error("wrk is not on PATH")
+    backend = "PostgreSQL" if (args.database or "").startswith("postgres") else "SQLite"
+    processes = f", {args.workers} server processes" if args.workers > 1 else ""
     print(
-        f"v2 meter event stream on SQLite, {EVENTS} events per request, "
+        f"v2 meter event stream on {backend}{processes}, {EVENTS} events per request, "
         f"{' and '.join(map(str, args.connections))} connections, {args.seconds:.0f} s each, "
         f"load from {'wrk' if wrk else 'Python asyncio'}"
     )
-    with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(main(args.database, folder, args.seconds, args.connections, wrk, args.preload))
+    with contextlib.ExitStack() as stack:
+        folder = stack.enter_context(tempfile.TemporaryDirectory())
+        database = args.database
+        if args.fresh_schema:
+            database = stack.enter_context(bench_database(args.database, folder, "stream"))
+        asyncio.run(main(database, folder, args.seconds, args.connections, wrk, args.preload))

@@ -1,10 +1,11 @@
 """Summary latency against meter size: a 30-day, day-grouped summary for one customer.
 
 Run: ``make bench-summaries`` or ``.venv/bin/python bench/summaries.py --events 1000000 10000000``.
-Events are loaded straight through the ingest path into a SQLite file (no HTTP, to keep loading
-fast), spread over 100 customers and the last 30 days; then a real ``meterd serve`` answers
-sequential summary requests on one keep-alive connection and the latency is measured. The meter
-grows in steps (1M, then 10M), so the ratio shows whether cost follows the number of events.
+Events are loaded straight through the ingest path (no HTTP, to keep loading fast) into a
+SQLite file, or with ``--postgres URL`` a fresh schema of that PostgreSQL database, spread over
+100 customers and the last 30 days; then a real ``meterd serve`` answers sequential summary
+requests on one keep-alive connection and the latency is measured. The meter grows in steps
+(1M, then 10M), so the ratio shows whether cost follows the number of events.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.databases import bench_database
 from bench.loadgen import Connection
 from meterd import keys
 from meterd.ingest.writes import ingest
 from meterd.metering import meters
 from meterd.metering.events import EventSubmission
 from meterd.scope import Scope
-from meterd.storage.sqlite import SQLiteStore
+from meterd.storage import Store, open_store
 from tests.conftest import start_server, stop_server
 
 CUSTOMERS = 100
@@ -33,7 +35,7 @@ DAY = 86400
 BATCH = 5000
 
 
-async def load(store: SQLiteStore, scope: Scope, first: int, count: int, now: int) -> None:
+async def load(store: Store, scope: Scope, first: int, count: int, now: int) -> None:
     rng = random.Random(first)
     span = 30 * DAY
     for start in range(first, first + count, BATCH):
@@ -79,10 +81,12 @@ async def measure(
     return latencies
 
 
-async def main(steps: list[int], requests: int) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        url = f"sqlite:///{folder}/bench.db"
-        store = await SQLiteStore.open(f"{folder}/bench.db")
+async def main(steps: list[int], requests: int, postgres: str | None) -> None:
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        bench_database(postgres, folder, "bench") as url,
+    ):
+        store = await open_store(url)
         now = int(time.time())
         account = keys.new_account(now)
         key, secret = keys.new_api_key(account.id, livemode=False, now=now)
@@ -103,7 +107,7 @@ async def main(steps: list[int], requests: int) -> None:
         loaded = 0
         p99s: list[float] = []
         for target in steps:
-            store = await SQLiteStore.open(f"{folder}/bench.db")
+            store = await open_store(url)
             began = time.perf_counter()
             await load(store, scope, loaded, target - loaded, now)
             took = time.perf_counter() - began
@@ -133,5 +137,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--postgres", help="a postgresql:// URL: run in a fresh schema there")
     args = parser.parse_args()
-    asyncio.run(main(sorted(args.events), args.requests))
+    asyncio.run(main(sorted(args.events), args.requests, args.postgres))

@@ -197,6 +197,7 @@ GROUPS = [path for path, is_group in COMMANDS if is_group]
 
 def test_the_command_tree_is_what_the_readme_documents() -> None:
     assert sorted(LEAVES) == [
+        ("drop-events",),
         ("keys", "create"),
         ("keys", "list"),
         ("rebuild-rollups",),
@@ -269,3 +270,20 @@ def test_serve_prints_a_key_once_and_stops_cleanly_on_sigterm(tmp_path: Path) ->
             stop_server(second)
     listed = ok(meterd("keys", "list", "--database", url, cwd=tmp_path)).stdout
     assert len(set(ACCOUNT.findall(listed))) == 1  # the second start made no new account
+
+
+# drop-events --------------------------------------------------------------------------------
+
+
+def test_drop_events_needs_postgresql(tmp_path: Path, url: str) -> None:
+    create_key(tmp_path, url)
+    result = meterd("drop-events", "--before", "2026-01", "--database", url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "needs PostgreSQL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_drop_events_takes_a_month(tmp_path: Path, url: str) -> None:
+    result = meterd("drop-events", "--before", "January", "--database", url, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "not a month like 2026-01" in result.stderr

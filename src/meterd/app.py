@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,7 +29,7 @@ from meterd.api import (
     summaries,
 )
 from meterd.api.responses import error_response, version_of_path
-from meterd.config import Settings
+from meterd.config import GIL_SWITCH_SECONDS, Settings
 from meterd.errors import APIError, InvalidRequestError, StripeError
 from meterd.ingest.pipeline import IngestPipeline
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
@@ -148,3 +151,14 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
     )
     app.state.settings = settings
     return StripeHeaders(app)
+
+
+WORKER_SETTINGS_VARIABLE = "METERD_WORKER_SETTINGS"
+"""How ``meterd serve --workers N`` hands its settings to the processes uvicorn starts."""
+
+
+def worker_app() -> ASGIApp:
+    """The app of one of ``meterd serve --workers N``'s processes (a uvicorn factory)."""
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
+    settings = msgspec.json.decode(os.environ[WORKER_SETTINGS_VARIABLE], type=Settings)
+    return create_app(settings)

@@ -1,8 +1,9 @@
 """Summaries equal a brute-force recount of the rules in API-NOTES Part A.
 
 Random streams of ingests, cancellations and meter (de/re)activations run against the real
-SQLiteStore (a temp file) through :func:`ingest` and :func:`cancel`. A model written here from
-the rules alone (not from the rollup code) decides which events count; every summary, computed
+store of each backend (a temp SQLite file, a fresh PostgreSQL schema) through :func:`ingest`
+and :func:`cancel`. A model written here from the rules alone (not from the rollup code)
+decides which events count; every summary, computed
 the way ``GET /v1/billing/meters/:id/event_summaries`` computes a page, must equal the model's
 recount exactly (int / Decimal, never float). Rebuilding rollups from raw events must change
 nothing, and error reports must add up to the accepted events that cannot count.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, Inexact, localcontext
 from functools import partial
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -46,8 +48,10 @@ from meterd.metering.events import EventSubmission, Origin
 from meterd.metering.meters import EventTimeWindow, Formula, Meter, new_meter
 from meterd.metering.summaries import GroupingWindow, Window
 from meterd.scope import Scope
+from meterd.storage import Store
 from meterd.storage.base import ReportFilter
-from meterd.storage.sqlite import SQLiteStore
+from meterd.storage.open import open_store
+from tests.conftest import fresh_database
 
 settings.register_profile(
     "meterd-fast",
@@ -454,7 +458,7 @@ class Model:
 
 
 async def summarize(
-    store: SQLiteStore,
+    store: Store,
     meter: Meter,
     customer: str,
     start: int,
@@ -501,7 +505,7 @@ def draw_ranges(data: st.DataObject, anchors: list[int]) -> list[RangeSpec]:
 
 
 async def check_summaries(
-    store: SQLiteStore,
+    store: Store,
     model: Model,
     stored: dict[int, Meter],
     scopes: list[Scope],
@@ -532,7 +536,7 @@ async def check_summaries(
 
 
 async def check_error_reports(
-    store: SQLiteStore, model: Model, stored: dict[int, Meter], scopes: list[Scope]
+    store: Store, model: Model, stored: dict[int, Meter], scopes: list[Scope]
 ) -> None:
     counts: Counter[tuple[ReportKey, str]] = Counter()
     for scope_index, scope in enumerate(scopes):
@@ -557,8 +561,8 @@ async def check_error_reports(
     assert counts == model.reports
 
 
-async def run_stream(stream: Stream, data: st.DataObject, path: str) -> None:
-    store = await SQLiteStore.open(path)
+async def run_stream(stream: Stream, data: st.DataObject, url: str) -> None:
+    store = await open_store(url)
     try:
         scopes = []
         for _ in range(2):
@@ -666,9 +670,14 @@ async def run_stream(stream: Stream, data: st.DataObject, path: str) -> None:
 
 @settings(PROFILE)
 @given(stream=streams(), data=st.data())
-def test_summaries_match_a_brute_force_recount(stream: Stream, data: st.DataObject) -> None:
-    with tempfile.TemporaryDirectory() as directory:
-        asyncio.run(run_stream(stream, data, os.path.join(directory, "meterd.db")))
+def test_summaries_match_a_brute_force_recount(
+    backend: str, stream: Stream, data: st.DataObject
+) -> None:
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        fresh_database(backend, Path(directory)) as url,
+    ):
+        asyncio.run(run_stream(stream, data, url))
 
 
 @settings(max_examples=200, deadline=None)

@@ -11,6 +11,19 @@ class UnsupportedDatabase(ValueError):
     """The URL names a database this build of meterd cannot use."""
 
 
+class DatabaseUnavailable(Exception):
+    """The database the URL names cannot be reached (the message never shows a password)."""
+
+
+def redacted(url: str) -> str:
+    """``postgresql://user:secret@host/db`` -> ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
 def sqlite_path(url: str) -> str:
     """``sqlite:///meterd.db`` -> ``meterd.db``; ``sqlite:////abs/x.db`` -> ``/abs/x.db``."""
     parts = urlsplit(url)

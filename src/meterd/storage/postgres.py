@@ -23,12 +23,14 @@ from psycopg_pool import ConnectionPool
 
 from meterd.storage import migrations
 from meterd.storage.base import EventTransaction
+from meterd.storage.open import DatabaseUnavailable, redacted
 from meterd.storage.postgres_events import PostgresEventTransaction
 from meterd.storage.sql_store import SQLStore
 
 T = TypeVar("T")
 
 POOL_SIZE = 8
+CONNECT_TIMEOUT_SECONDS = 10
 MIGRATIONS_LOCK = 0x6D65746572640002
 """Session advisory lock held while one process migrates (or adds partitions)."""
 UNFINISHED_CLAIM_SECONDS = 600
@@ -92,15 +94,26 @@ class PostgresStore(SQLStore):
         self._executor.shutdown(wait=True)
 
     def _open(self) -> None:
+        try:
+            psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {redacted(self.url)}: {reason}"
+            ) from None
         self._pool.open(wait=True, timeout=30)
-        with self._pool.connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATIONS_LOCK,))
-            try:
-                with conn.transaction():
-                    self._migrate(PgConnection(conn))
-                    add_partitions(PgConnection(conn), int(time.time()))
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATIONS_LOCK,))
+        try:
+            with self._pool.connection() as conn:
+                conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATIONS_LOCK,))
+                try:
+                    with conn.transaction():
+                        self._migrate(PgConnection(conn))
+                        add_partitions(PgConnection(conn), int(time.time()))
+                finally:
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATIONS_LOCK,))
+        except BaseException:
+            self._pool.close()
+            raise
 
     def _migrate(self, conn: PgConnection) -> None:
         conn.execute(
@@ -175,15 +188,18 @@ class PostgresStore(SQLStore):
 
         await self._run(run)
 
-    async def drop_events_before(self, month_start: int) -> list[str]:
-        """Drop the monthly partitions of raw events that end at or before ``month_start``;
-        their rollups stay. Returns the partitions dropped."""
+    async def drop_events_before(self, month_start: int, now: int | None = None) -> list[str]:
+        """Drop the monthly partitions of raw events that end at or before ``month_start``,
+        never the current month's or a later one (events still arrive there, and a month
+        recreated after its events went to the default partition could not be); their rollups
+        stay. Returns the partitions dropped."""
+        bound = min(month_start, _month_start(int(time.time()) if now is None else now))
 
         def run() -> list[str]:
             with self._tx() as conn:
                 dropped = []
                 for name, upper in _partitions(conn):
-                    if upper <= month_start:
+                    if upper <= bound:
                         conn.execute(f"DROP TABLE {name}")
                         dropped.append(name)
                 return dropped

@@ -1,4 +1,4 @@
-"""Products and plans in the SQLite store: round trips, filters, and what stays unwritten."""
+"""Products and plans in both stores: round trips, filters, and what stays unwritten."""
 
 from __future__ import annotations
 
@@ -24,8 +24,10 @@ from meterd.storage import (
     ProductFilter,
     ReferenceMissing,
     StillReferenced,
+    Store,
 )
-from meterd.storage.sqlite import SQLiteStore
+from meterd.storage.open import open_store
+from tests.conftest import fresh_database
 
 T = TypeVar("T")
 NOW = 1_700_000_000
@@ -37,13 +39,14 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    opened = run(SQLiteStore.open(str(tmp_path / "m.db")))
-    yield opened
-    run(opened.close())
+def store(backend: str, tmp_path: Path) -> Iterator[Store]:
+    with fresh_database(backend, tmp_path) as url:
+        opened = run(open_store(url))
+        yield opened
+        run(opened.close())
 
 
-def new_scope(store: SQLiteStore, livemode: bool = False) -> Scope:
+def new_scope(store: Store, livemode: bool = False) -> Scope:
     account = keys.new_account(NOW)
     key, _ = keys.new_api_key(account.id, livemode=livemode, now=NOW)
     run(store.create_account(account, key))
@@ -51,7 +54,7 @@ def new_scope(store: SQLiteStore, livemode: bool = False) -> Scope:
 
 
 @pytest.fixture
-def scope(store: SQLiteStore) -> Scope:
+def scope(store: Store) -> Scope:
     return new_scope(store)
 
 
@@ -82,7 +85,7 @@ def tiered(scope: Scope, product_id: str, plan_id: str | None = None, now: int =
     return new_plan(scope, given, product=product_id, now=now)
 
 
-def test_a_plan_and_its_inline_product_round_trip(store: SQLiteStore, scope: Scope) -> None:
+def test_a_plan_and_its_inline_product_round_trip(store: Store, scope: Scope) -> None:
     made = product(scope, metadata={"a": "b"}, unit_label="call")
     plan = tiered(scope, made.id)
     run(store.insert_plan(plan, made))
@@ -106,7 +109,7 @@ def test_a_plan_and_its_inline_product_round_trip(store: SQLiteStore, scope: Sco
     assert stored is not None and stored.amount == Decimal("1234567890123456789.123456789012")
 
 
-def test_a_clash_on_the_inline_product_writes_nothing(store: SQLiteStore, scope: Scope) -> None:
+def test_a_clash_on_the_inline_product_writes_nothing(store: Store, scope: Scope) -> None:
     existing = product(scope, "prod_taken")
     run(store.insert_product(existing))
     plan = tiered(scope, "prod_taken", "plan_x")
@@ -117,7 +120,7 @@ def test_a_clash_on_the_inline_product_writes_nothing(store: SQLiteStore, scope:
     assert run(store.get_product(scope, "prod_taken")) == existing
 
 
-def test_plan_ids_clash_per_account_and_mode_only(store: SQLiteStore, scope: Scope) -> None:
+def test_plan_ids_clash_per_account_and_mode_only(store: Store, scope: Scope) -> None:
     run(store.insert_product(product(scope, "prod_a")))
     run(store.insert_plan(tiered(scope, "prod_a", "gold")))
     with pytest.raises(AlreadyExists) as clash:
@@ -131,14 +134,14 @@ def test_plan_ids_clash_per_account_and_mode_only(store: SQLiteStore, scope: Sco
     run(store.insert_plan(tiered(live, "prod_a", "gold")))
 
 
-def test_a_plan_needs_its_product_in_the_same_scope(store: SQLiteStore, scope: Scope) -> None:
+def test_a_plan_needs_its_product_in_the_same_scope(store: Store, scope: Scope) -> None:
     other = new_scope(store)
     run(store.insert_product(product(other, "prod_elsewhere")))
     with pytest.raises(ReferenceMissing):
         run(store.insert_plan(tiered(scope, "prod_elsewhere")))
 
 
-def test_products_in_use_are_not_deleted(store: SQLiteStore, scope: Scope) -> None:
+def test_products_in_use_are_not_deleted(store: Store, scope: Scope) -> None:
     run(store.insert_product(product(scope, "prod_used")))
     run(store.insert_plan(tiered(scope, "prod_used", "p1")))
     with pytest.raises(StillReferenced):
@@ -150,7 +153,7 @@ def test_products_in_use_are_not_deleted(store: SQLiteStore, scope: Scope) -> No
     assert run(store.delete_product(scope, "prod_used")) is False
 
 
-def test_updates_keep_what_cannot_change(store: SQLiteStore, scope: Scope) -> None:
+def test_updates_keep_what_cannot_change(store: Store, scope: Scope) -> None:
     run(store.insert_product(product(scope, "prod_1")))
     run(store.insert_product(product(scope, "prod_2")))
     plan = tiered(scope, "prod_1")
@@ -166,7 +169,7 @@ def test_updates_keep_what_cannot_change(store: SQLiteStore, scope: Scope) -> No
     assert stored is not None and (stored.name, stored.tax_code) == ("Silver", "txcd_1")
 
 
-def test_plan_lists_filter_and_page_newest_first(store: SQLiteStore, scope: Scope) -> None:
+def test_plan_lists_filter_and_page_newest_first(store: Store, scope: Scope) -> None:
     run(store.insert_product(product(scope, "prod_a")))
     run(store.insert_product(product(scope, "prod_b")))
     ids = []
@@ -195,7 +198,7 @@ def test_plan_lists_filter_and_page_newest_first(store: SQLiteStore, scope: Scop
     assert listed(PageRequest(limit=100), product="prod_nope") == []
 
 
-def test_product_lists_filter_by_ids_active_and_created(store: SQLiteStore, scope: Scope) -> None:
+def test_product_lists_filter_by_ids_active_and_created(store: Store, scope: Scope) -> None:
     for n in range(4):
         run(store.insert_product(product(scope, f"prod_{n}", now=NOW + n, active=n != 1)))
     other = new_scope(store)

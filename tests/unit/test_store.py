@@ -1,4 +1,7 @@
-"""The SQLite store on a real file: migrations, keys, meters, keyset pages, idempotency records."""
+"""The stores on real databases: migrations, keys, meters, keyset pages, idempotency records,
+sessions. Most tests run on both backends (a temp SQLite file, a fresh PostgreSQL schema); the
+ones about SQLite itself (pragmas, file paths) are grouped at the end. PostgreSQL's own
+behaviour (partitions, several processes) is in test_postgres_store.py."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import pytest
 from meterd import keys
 from meterd.keys import Account, ApiKey
 from meterd.metering.meters import Meter, MeterStatus, new_meter
+from meterd.metering.sessions import new_session
 from meterd.scope import Scope
 from meterd.storage import migrations
 from meterd.storage.base import (
@@ -22,9 +26,13 @@ from meterd.storage.base import (
     CursorNotFound,
     Page,
     PageRequest,
+    Store,
 )
 from meterd.storage.open import UnsupportedDatabase, open_store, sqlite_path
+from meterd.storage.postgres import PostgresStore
+from meterd.storage.sql_errors import INTEGRITY_ERRORS
 from meterd.storage.sqlite import SQLiteStore
+from tests.conftest import database_rows, fresh_database
 
 T = TypeVar("T")
 
@@ -37,18 +45,35 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "meterd.db"
+def url(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A database of ``backend`` that nothing else uses."""
+    with fresh_database(backend, tmp_path) as opened:
+        yield opened
 
 
 @pytest.fixture
-def store(db: Path) -> Iterator[SQLiteStore]:
-    opened = run(SQLiteStore.open(str(db)))
+def store(url: str) -> Iterator[Store]:
+    opened = run(open_store(url))
     yield opened
     run(opened.close())
 
 
-def make_account(store: SQLiteStore, livemode: bool = False) -> tuple[Account, ApiKey, str]:
+def schema_version(store: Store) -> int:
+    assert isinstance(store, SQLiteStore | PostgresStore)
+    return store.schema_version()
+
+
+def table_names(url: str) -> set[str]:
+    if url.startswith("sqlite:///"):
+        return {row[0] for row in database_rows(url, "SELECT name FROM sqlite_master")}
+    rows = database_rows(
+        url,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    return {row[0] for row in rows}
+
+
+def make_account(store: Store, livemode: bool = False) -> tuple[Account, ApiKey, str]:
     account = keys.new_account(NOW)
     key, secret = keys.new_api_key(account.id, livemode=livemode, now=NOW)
     run(store.create_account(account, key))
@@ -56,7 +81,7 @@ def make_account(store: SQLiteStore, livemode: bool = False) -> tuple[Account, A
 
 
 @pytest.fixture
-def scope(store: SQLiteStore) -> Scope:
+def scope(store: Store) -> Scope:
     account, _, _ = make_account(store)
     return Scope(account.id, livemode=False)
 
@@ -84,72 +109,68 @@ def ids(page: Page[Meter]) -> list[str]:
     return [m.id for m in page.items]
 
 
-# migrations and connection settings ---------------------------------------------------------
+# migrations -------------------------------------------------------------------------------
 
 
-def test_open_applies_migrations_and_records_them(store: SQLiteStore, db: Path) -> None:
-    latest = max(m.version for m in migrations.load("sqlite"))
-    assert store.schema_version() == latest
-    with sqlite3.connect(db) as conn:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        recorded = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
-    assert {"accounts", "api_keys", "meters", "idempotency_keys"} <= tables
-    assert recorded == [(m.version, m.name) for m in migrations.load("sqlite")]
-    assert (1, "initial") in recorded
+def test_open_applies_migrations_and_records_them(store: Store, url: str, backend: str) -> None:
+    applied = migrations.load(backend)
+    assert schema_version(store) == max(m.version for m in applied)
+    assert {"accounts", "api_keys", "meters", "idempotency_keys"} <= table_names(url)
+    recorded = database_rows(url, "SELECT version, name FROM schema_migrations ORDER BY version")
+    assert [tuple(row) for row in recorded] == [(m.version, m.name) for m in applied]
+    assert (1, "initial") in [tuple(row) for row in recorded]
 
 
-def test_reopening_does_not_reapply_migrations(db: Path) -> None:
-    first = run(SQLiteStore.open(str(db)))
-    version = first.schema_version()
+def test_open_store_opens_the_backend_of_the_url(store: Store, backend: str) -> None:
+    assert isinstance(store, SQLiteStore if backend == "sqlite" else PostgresStore)
+    assert run(store.has_accounts()) is False
+
+
+def test_reopening_does_not_reapply_migrations(url: str) -> None:
+    first = run(open_store(url))
+    version = schema_version(first)
     run(first.close())
-    with sqlite3.connect(db) as conn:
-        before = conn.execute("SELECT * FROM schema_migrations").fetchall()
+    before = database_rows(url, "SELECT * FROM schema_migrations ORDER BY version")
 
-    second = run(SQLiteStore.open(str(db)))  # would fail on "table already exists" if re-applied
+    second = run(open_store(url))  # would fail on "table already exists" if re-applied
     try:
-        assert second.schema_version() == version
+        assert schema_version(second) == version
     finally:
         run(second.close())
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT * FROM schema_migrations").fetchall() == before
+    assert database_rows(url, "SELECT * FROM schema_migrations ORDER BY version") == before
 
 
-def test_reopening_applies_only_new_migrations(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run(run(SQLiteStore.open(str(db))).close())
-    existing = migrations.load("sqlite")
+def test_reopening_applies_only_new_migrations(
+    url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(run(open_store(url)).close())
+    existing = migrations.load(backend)
     extra = migrations.Migration(
         existing[-1].version + 1, "extra", ["CREATE TABLE extra (x INTEGER)"]
     )
     monkeypatch.setattr(migrations, "load", lambda dialect: [*existing, extra])
 
-    store = run(SQLiteStore.open(str(db)))
+    store = run(open_store(url))
     try:
-        assert store.schema_version() == extra.version
+        assert schema_version(store) == extra.version
     finally:
         run(store.close())
-    with sqlite3.connect(db) as conn:
-        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
-        assert versions == [m.version for m in [*existing, extra]]
-        assert conn.execute("SELECT count(*) FROM extra").fetchone() == (0,)
+    versions = database_rows(url, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [row[0] for row in versions] == [m.version for m in [*existing, extra]]
+    assert database_rows(url, "SELECT count(*) FROM extra")[0][0] == 0
 
 
-def test_wal_and_foreign_keys(store: SQLiteStore, db: Path) -> None:
-    conn = store._conn
-    assert conn is not None
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    with sqlite3.connect(db) as other:  # WAL is a property of the file, not the connection
-        assert other.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
-
+def test_a_meter_of_an_unknown_account_is_refused(store: Store) -> None:
     orphan = meter(Scope("acct_doesnotexist", livemode=False), "orphan")
-    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+    with pytest.raises(INTEGRITY_ERRORS):
         run(store.insert_meter(orphan))
+    assert run(store.has_accounts()) is False
 
 
 # accounts and keys ------------------------------------------------------------------------
 
 
-def test_create_account_and_find_key_by_hash(store: SQLiteStore) -> None:
+def test_create_account_and_find_key_by_hash(store: Store) -> None:
     assert run(store.has_accounts()) is False
     assert run(store.first_account()) is None
 
@@ -164,7 +185,7 @@ def test_create_account_and_find_key_by_hash(store: SQLiteStore) -> None:
     assert run(store.find_api_key(secret)) is None  # only the hash is a lookup key
 
 
-def test_first_account_is_the_oldest(store: SQLiteStore) -> None:
+def test_first_account_is_the_oldest(store: Store) -> None:
     older = keys.new_account(NOW - 100)
     newer = keys.new_account(NOW)
     for account in (newer, older):
@@ -173,7 +194,7 @@ def test_first_account_is_the_oldest(store: SQLiteStore) -> None:
     assert run(store.first_account()) == older
 
 
-def test_revoked_keys_are_still_found_with_revoked_at(store: SQLiteStore) -> None:
+def test_revoked_keys_are_still_found_with_revoked_at(store: Store) -> None:
     account, _, _ = make_account(store)
     key, secret = keys.new_api_key(account.id, livemode=True, now=NOW + 1)
     key.revoked_at = NOW + 50
@@ -186,7 +207,7 @@ def test_revoked_keys_are_still_found_with_revoked_at(store: SQLiteStore) -> Non
     assert found == key
 
 
-def test_list_api_keys(store: SQLiteStore) -> None:
+def test_list_api_keys(store: Store) -> None:
     assert run(store.list_api_keys()) == []
     account, first, _ = make_account(store)
     live, _ = keys.new_api_key(account.id, livemode=True, now=NOW + 1)
@@ -201,18 +222,29 @@ def test_list_api_keys(store: SQLiteStore) -> None:
     assert by_id[other.id].account_id == other_account.id
 
 
-def test_a_secret_hash_is_unique(store: SQLiteStore) -> None:
+def test_a_secret_hash_is_unique(store: Store) -> None:
     _, key, _ = make_account(store)
     clone = msgspec.structs.replace(key, id="key_clone")
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         run(store.add_api_key(clone))
+    assert [k.id for k in run(store.list_api_keys())] == [key.id]
+
+
+def test_a_failed_account_creation_leaves_no_account(store: Store, url: str) -> None:
+    first, key, _ = make_account(store)
+    newcomer = keys.new_account(NOW + 1)
+    clash = msgspec.structs.replace(key, id="key_clash", account_id=newcomer.id)
+    with pytest.raises(INTEGRITY_ERRORS):
+        run(store.create_account(newcomer, clash))
+    assert [row[0] for row in database_rows(url, "SELECT id FROM accounts")] == [first.id]
+    assert [k.id for k in run(store.list_api_keys())] == [key.id]
 
 
 # meters -----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("livemode", [False, True])
-def test_meter_round_trip(store: SQLiteStore, livemode: bool) -> None:
+def test_meter_round_trip(store: Store, livemode: bool) -> None:
     account, _, _ = make_account(store)
     scope = Scope(account.id, livemode)
     original = Meter(
@@ -245,7 +277,7 @@ def test_meter_round_trip(store: SQLiteStore, livemode: bool) -> None:
     assert loaded.status == "active"
 
 
-def test_get_meter_is_scoped_to_account_and_mode(store: SQLiteStore, scope: Scope) -> None:
+def test_get_meter_is_scoped_to_account_and_mode(store: Store, scope: Scope) -> None:
     other_account, _, _ = make_account(store)
     created = meter(scope, "scoped")
     run(store.insert_meter(created))
@@ -256,7 +288,7 @@ def test_get_meter_is_scoped_to_account_and_mode(store: SQLiteStore, scope: Scop
     assert run(store.get_meter(scope, "mtr_test_missing")) is None
 
 
-def test_event_name_is_unique_per_account_and_mode(store: SQLiteStore, scope: Scope) -> None:
+def test_event_name_is_unique_per_account_and_mode(store: Store, scope: Scope) -> None:
     run(store.insert_meter(meter(scope, "api_call")))
 
     with pytest.raises(AlreadyExists) as raised:
@@ -273,16 +305,21 @@ def test_event_name_is_unique_per_account_and_mode(store: SQLiteStore, scope: Sc
         assert [m.event_name for m in page.items] == ["api_call"]
 
 
-def test_a_failed_insert_leaves_nothing_behind(store: SQLiteStore, scope: Scope) -> None:
+def test_a_failed_insert_leaves_nothing_behind(store: Store, scope: Scope) -> None:
     run(store.insert_meter(meter(scope, "api_call")))
     clash = meter(scope, "api_call")
     with pytest.raises(AlreadyExists):
         run(store.insert_meter(clash))
     assert run(store.get_meter(scope, clash.id)) is None
-    run(store.insert_meter(meter(scope, "next")))  # the transaction was rolled back cleanly
+    # The transaction was rolled back cleanly: every connection (PostgreSQL has a pool of
+    # them) still takes writes and reads.
+    for i in range(20):
+        run(store.insert_meter(meter(scope, f"next_{i}")))
+    page = run(store.list_meters(scope, PageRequest(limit=100), None))
+    assert len(page.items) == 21 and clash.id not in ids(page)
 
 
-def test_concurrent_inserts_of_one_event_name(store: SQLiteStore, scope: Scope) -> None:
+def test_concurrent_inserts_of_one_event_name(store: Store, scope: Scope) -> None:
     async def race() -> list[BaseException | None]:
         attempts = [store.insert_meter(meter(scope, "race")) for _ in range(10)]
         return await asyncio.gather(*attempts, return_exceptions=True)
@@ -292,7 +329,7 @@ def test_concurrent_inserts_of_one_event_name(store: SQLiteStore, scope: Scope) 
     assert all(isinstance(o, AlreadyExists) for o in outcomes if o is not None)
 
 
-def test_save_meter(store: SQLiteStore, scope: Scope) -> None:
+def test_save_meter(store: Store, scope: Scope) -> None:
     created = meter(scope, "saved")
     run(store.insert_meter(created))
 
@@ -317,7 +354,7 @@ def test_save_meter(store: SQLiteStore, scope: Scope) -> None:
 
 
 @pytest.fixture
-def many(store: SQLiteStore, scope: Scope) -> list[Meter]:
+def many(store: Store, scope: Scope) -> list[Meter]:
     """25 meters in ``scope``, newest first, with neighbours in other scopes."""
     created = []
     for i in range(25):
@@ -332,7 +369,7 @@ def many(store: SQLiteStore, scope: Scope) -> list[Meter]:
 
 
 def test_list_meters_newest_first_with_limit_and_has_more(
-    store: SQLiteStore, scope: Scope, many: list[Meter]
+    store: Store, scope: Scope, many: list[Meter]
 ) -> None:
     everything = [m.id for m in many]
     default = run(store.list_meters(scope, PageRequest(), None))
@@ -345,14 +382,14 @@ def test_list_meters_newest_first_with_limit_and_has_more(
     assert run(store.list_meters(scope, PageRequest(), None)).items[0] == many[0]
 
 
-def test_an_empty_scope_lists_nothing(store: SQLiteStore, scope: Scope) -> None:
+def test_an_empty_scope_lists_nothing(store: Store, scope: Scope) -> None:
     page = run(store.list_meters(scope, PageRequest(), None))
     assert page.items == [] and page.has_more is False
 
 
 @pytest.mark.parametrize("limit", [1, 3, 7, 10, 25, 100])
 def test_walking_forward_with_starting_after(
-    store: SQLiteStore, scope: Scope, many: list[Meter], limit: int
+    store: Store, scope: Scope, many: list[Meter], limit: int
 ) -> None:
     seen: list[str] = []
     cursor: str | None = None
@@ -367,7 +404,7 @@ def test_walking_forward_with_starting_after(
 
 @pytest.mark.parametrize("limit", [1, 3, 7, 10, 25, 100])
 def test_walking_backward_with_ending_before(
-    store: SQLiteStore, scope: Scope, many: list[Meter], limit: int
+    store: Store, scope: Scope, many: list[Meter], limit: int
 ) -> None:
     oldest = many[-1].id
     seen: list[str] = []
@@ -382,7 +419,7 @@ def test_walking_backward_with_ending_before(
 
 
 def test_cursor_pages_are_the_neighbours_of_the_cursor(
-    store: SQLiteStore, scope: Scope, many: list[Meter]
+    store: Store, scope: Scope, many: list[Meter]
 ) -> None:
     everything = [m.id for m in many]
     after = run(store.list_meters(scope, PageRequest(limit=3, starting_after=everything[10]), None))
@@ -397,7 +434,7 @@ def test_cursor_pages_are_the_neighbours_of_the_cursor(
 
 @pytest.mark.parametrize("status", ["active", "inactive"])
 def test_list_meters_status_filter(
-    store: SQLiteStore, scope: Scope, many: list[Meter], status: MeterStatus
+    store: Store, scope: Scope, many: list[Meter], status: MeterStatus
 ) -> None:
     inactive = {m.id for m in many[::3]}
     for m in many:
@@ -421,7 +458,7 @@ def test_list_meters_status_filter(
 
 
 @pytest.mark.parametrize("param", ["starting_after", "ending_before"])
-def test_unknown_cursor(store: SQLiteStore, scope: Scope, many: list[Meter], param: str) -> None:
+def test_unknown_cursor(store: Store, scope: Scope, many: list[Meter], param: str) -> None:
     with pytest.raises(CursorNotFound) as raised:
         run(store.list_meters(scope, cursor(param, "mtr_test_nope"), None))
     assert (raised.value.param, raised.value.object_id) == (param, "mtr_test_nope")
@@ -430,7 +467,7 @@ def test_unknown_cursor(store: SQLiteStore, scope: Scope, many: list[Meter], par
 @pytest.mark.parametrize("param", ["starting_after", "ending_before"])
 @pytest.mark.parametrize("other", ["account", "mode"])
 def test_a_cursor_of_another_scope_is_not_found(
-    store: SQLiteStore, scope: Scope, many: list[Meter], param: str, other: str
+    store: Store, scope: Scope, many: list[Meter], param: str, other: str
 ) -> None:
     if other == "account":
         account, _, _ = make_account(store)
@@ -450,7 +487,7 @@ def test_a_cursor_of_another_scope_is_not_found(
 # idempotency ------------------------------------------------------------------------------
 
 
-def test_claim_complete_and_replay(store: SQLiteStore, scope: Scope) -> None:
+def test_claim_complete_and_replay(store: Store, scope: Scope) -> None:
     assert run(store.claim_idempotency_key(scope, "k1", "fp-a", NOW)) is None
 
     in_progress = run(store.claim_idempotency_key(scope, "k1", "fp-b", NOW + 1))
@@ -465,7 +502,7 @@ def test_claim_complete_and_replay(store: SQLiteStore, scope: Scope) -> None:
     assert (done.fingerprint, done.created, done.status, done.body) == ("fp-a", NOW, 200, body)
 
 
-def test_idempotency_keys_are_scoped(store: SQLiteStore, scope: Scope) -> None:
+def test_idempotency_keys_are_scoped(store: Store, scope: Scope) -> None:
     other_account, _, _ = make_account(store)
     assert run(store.claim_idempotency_key(scope, "k", "fp", NOW)) is None
     assert run(store.claim_idempotency_key(Scope(scope.account_id, True), "k", "fp", NOW)) is None
@@ -473,7 +510,7 @@ def test_idempotency_keys_are_scoped(store: SQLiteStore, scope: Scope) -> None:
     assert run(store.claim_idempotency_key(scope, "k", "fp", NOW)) is not None
 
 
-def test_release_deletes_only_unfinished_claims(store: SQLiteStore, scope: Scope) -> None:
+def test_release_deletes_only_unfinished_claims(store: Store, scope: Scope) -> None:
     run(store.claim_idempotency_key(scope, "open", "fp", NOW))
     run(store.claim_idempotency_key(scope, "done", "fp", NOW))
     run(store.complete_idempotency_key(scope, "done", 400, b"error"))
@@ -488,9 +525,7 @@ def test_release_deletes_only_unfinished_claims(store: SQLiteStore, scope: Scope
 
 
 @pytest.mark.parametrize("completed", [False, True])
-def test_a_record_older_than_the_ttl_is_absent(
-    store: SQLiteStore, scope: Scope, completed: bool
-) -> None:
+def test_a_record_older_than_the_ttl_is_absent(store: Store, scope: Scope, completed: bool) -> None:
     assert run(store.claim_idempotency_key(scope, "k", "old", NOW)) is None
     if completed:
         run(store.complete_idempotency_key(scope, "k", 200, b"old body"))
@@ -505,7 +540,7 @@ def test_a_record_older_than_the_ttl_is_absent(
     assert (replaced.status, replaced.body) == (None, None)
 
 
-def test_prune_deletes_only_expired_rows(store: SQLiteStore, scope: Scope) -> None:
+def test_prune_deletes_only_expired_rows(store: Store, scope: Scope) -> None:
     ages = {"ancient": 10 * TTL, "expired": TTL + 5, "boundary": TTL, "young": TTL - 5, "new": 0}
     for key, age in ages.items():
         run(store.claim_idempotency_key(scope, key, "fp", NOW - age))
@@ -521,7 +556,9 @@ def test_prune_deletes_only_expired_rows(store: SQLiteStore, scope: Scope) -> No
         assert run(store.claim_idempotency_key(scope, key, "other", NOW)) is None
 
 
-def test_release_unfinished_idempotency_keys(store: SQLiteStore, scope: Scope) -> None:
+def test_release_unfinished_idempotency_keys(store: Store, scope: Scope) -> None:
+    """Claims made long ago (NOW is in 2023) are released by both stores; PostgreSQL keeps
+    younger ones (test_postgres_store.py)."""
     live = Scope(scope.account_id, livemode=True)
     run(store.claim_idempotency_key(scope, "a", "fp", NOW))
     run(store.claim_idempotency_key(live, "b", "fp", NOW))
@@ -536,12 +573,63 @@ def test_release_unfinished_idempotency_keys(store: SQLiteStore, scope: Scope) -
     assert done is not None and done.status == 201
 
 
+def test_concurrent_claims_of_one_key(store: Store, scope: Scope) -> None:
+    async def race(key: str, now: int) -> list[Any]:
+        claims = [store.claim_idempotency_key(scope, key, f"fp-{i}", now) for i in range(10)]
+        return await asyncio.gather(*claims)
+
+    outcomes = run(race("new", NOW))
+    assert outcomes.count(None) == 1
+    holders = {(o.fingerprint, o.created) for o in outcomes if o is not None}
+    assert len(holders) == 1 and holders.pop()[1] == NOW
+
+    # an expired record is taken over by exactly one of the racers too
+    outcomes = run(race("new", NOW + TTL))
+    assert outcomes.count(None) == 1
+    holders = {(o.fingerprint, o.created, o.status) for o in outcomes if o is not None}
+    assert len(holders) == 1 and holders.pop()[1:] == (NOW + TTL, None)
+
+
+# meter event sessions ---------------------------------------------------------------------
+
+
+def test_session_round_trip_and_prune(store: Store, scope: Scope) -> None:
+    live = Scope(scope.account_id, livemode=True)
+    first, first_token = new_session(scope, NOW, 900)
+    second, second_token = new_session(live, NOW + 100, 900)
+    run(store.insert_session(first))
+    run(store.insert_session(second))
+
+    found = run(store.find_session(keys.hash_secret(first_token)))
+    assert found == first and found is not None and found.scope == scope
+    assert run(store.find_session(keys.hash_secret(second_token))) == second
+    assert run(store.find_session(keys.hash_secret(first_token + "x"))) is None
+    assert run(store.find_session(first_token)) is None  # only the hash is a lookup key
+
+    assert run(store.prune_sessions(NOW + 899)) == 0
+    assert run(store.prune_sessions(NOW + 900)) == 1  # expires_at <= the bound
+    assert run(store.find_session(keys.hash_secret(first_token))) is None
+    assert run(store.find_session(keys.hash_secret(second_token))) == second
+    assert run(store.prune_sessions(NOW + 900)) == 0
+
+
+def test_a_session_needs_its_account_and_a_unique_token(store: Store, scope: Scope) -> None:
+    session, _ = new_session(scope, NOW, 900)
+    run(store.insert_session(session))
+    with pytest.raises(INTEGRITY_ERRORS):
+        run(store.insert_session(msgspec.structs.replace(session, id="mes_test_clone")))
+    orphan, _ = new_session(Scope("acct_doesnotexist", livemode=False), NOW, 900)
+    with pytest.raises(INTEGRITY_ERRORS):
+        run(store.insert_session(orphan))
+    assert run(store.prune_sessions(NOW + 10_000)) == 1
+
+
 # durability -------------------------------------------------------------------------------
 
 
-def test_data_survives_close_and_reopen(db: Path) -> None:
+def test_data_survives_close_and_reopen(url: str) -> None:
     async def write() -> tuple[Account, ApiKey, str, Meter, Scope]:
-        store = await SQLiteStore.open(str(db))
+        store = await open_store(url)
         try:
             account = keys.new_account(NOW)
             key, secret = keys.new_api_key(account.id, livemode=False, now=NOW)
@@ -558,7 +646,7 @@ def test_data_survives_close_and_reopen(db: Path) -> None:
     account, key, secret, m, scope = run(write())
 
     async def read() -> None:
-        store = await SQLiteStore.open(str(db))
+        store = await open_store(url)
         try:
             assert await store.first_account() == account
             assert await store.find_api_key(keys.hash_secret(secret)) == key
@@ -572,11 +660,11 @@ def test_data_survives_close_and_reopen(db: Path) -> None:
     run(read())
 
 
-# database URLs ----------------------------------------------------------------------------
+# database URLs (no database needed) -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("url", "path"),
+    ("database_url", "path"),
     [
         ("sqlite:///meterd.db", "meterd.db"),
         ("sqlite:///data/meterd.db", "data/meterd.db"),
@@ -584,21 +672,67 @@ def test_data_survives_close_and_reopen(db: Path) -> None:
         ("sqlite:///:memory:", ":memory:"),
     ],
 )
-def test_sqlite_path(url: str, path: str) -> None:
-    assert sqlite_path(url) == path
+def test_sqlite_path(database_url: str, path: str) -> None:
+    assert sqlite_path(database_url) == path
 
 
-@pytest.mark.parametrize("url", ["sqlite://host/x.db", "sqlite:///", "postgresql:///x"])
-def test_sqlite_path_rejects_other_urls(url: str) -> None:
+@pytest.mark.parametrize("database_url", ["sqlite://host/x.db", "sqlite:///", "postgresql:///x"])
+def test_sqlite_path_rejects_other_urls(database_url: str) -> None:
     with pytest.raises(UnsupportedDatabase, match="SQLite URL"):
-        sqlite_path(url)
+        sqlite_path(database_url)
 
 
-def test_open_store_opens_and_migrates_sqlite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("database_url", ["mysql://localhost/meterd", "meterd.db", "file:///x.db"])
+def test_open_store_rejects_unknown_schemes(database_url: str) -> None:
+    with pytest.raises(UnsupportedDatabase, match="unknown database URL scheme"):
+        run(open_store(database_url))
+
+
+# SQLite only: the file and its connection settings ----------------------------------------
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Path:
+    return tmp_path / "meterd.db"
+
+
+@pytest.fixture
+def sqlite_store(sqlite_db: Path) -> Iterator[SQLiteStore]:
+    opened = run(SQLiteStore.open(str(sqlite_db)))
+    yield opened
+    run(opened.close())
+
+
+def test_sqlite_wal_and_foreign_keys(sqlite_store: SQLiteStore, sqlite_db: Path) -> None:
+    conn = sqlite_store._conn
+    assert conn is not None
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    with sqlite3.connect(sqlite_db) as other:  # WAL is a property of the file, not the connection
+        assert other.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+
+    orphan = meter(Scope("acct_doesnotexist", livemode=False), "orphan")
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        run(sqlite_store.insert_meter(orphan))
+
+
+def test_sqlite_migrations_are_recorded_in_the_file(
+    sqlite_store: SQLiteStore, sqlite_db: Path
+) -> None:
+    with sqlite3.connect(sqlite_db) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        recorded = conn.execute("SELECT version, name FROM schema_migrations").fetchall()
+    assert {"accounts", "api_keys", "meters", "idempotency_keys"} <= tables
+    assert recorded == [(m.version, m.name) for m in migrations.load("sqlite")]
+    assert sqlite_store.schema_version() == recorded[-1][0]
+
+
+def test_open_store_creates_the_sqlite_file(tmp_path: Path) -> None:
     async def main() -> int:
         store = await open_store(f"sqlite:///{tmp_path}/opened.db")
         try:
             assert isinstance(store, SQLiteStore)
+            assert store.path == f"{tmp_path}/opened.db"
             assert await store.has_accounts() is False
             return store.schema_version()
         finally:
@@ -606,19 +740,3 @@ def test_open_store_opens_and_migrates_sqlite(tmp_path: Path) -> None:
 
     assert run(main()) >= 1
     assert (tmp_path / "opened.db").exists()
-
-
-@pytest.mark.parametrize(
-    "url", ["postgresql://user:pw@localhost/meterd", "postgres://localhost/meterd"]
-)
-def test_open_store_rejects_postgresql_clearly(url: str) -> None:
-    with pytest.raises(UnsupportedDatabase, match="PostgreSQL") as raised:
-        run(open_store(url))
-    assert "sqlite:///" in str(raised.value)
-    assert "pw" not in str(raised.value)
-
-
-@pytest.mark.parametrize("url", ["mysql://localhost/meterd", "meterd.db", "file:///x.db"])
-def test_open_store_rejects_unknown_schemes(url: str) -> None:
-    with pytest.raises(UnsupportedDatabase, match="unknown database URL scheme"):
-        run(open_store(url))
