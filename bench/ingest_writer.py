@@ -1,6 +1,7 @@
-"""The writer's side of ingest alone: batches through ``ingest`` on a SQLite store, no HTTP.
+"""The writer's side of ingest alone: batches through ``ingest`` on a store, no HTTP.
 
-Run: ``.venv/bin/python bench/ingest_writer.py [--events 200000] [--batch 3200] [--busy]``.
+Run: ``.venv/bin/python bench/ingest_writer.py [--events 200000] [--batch 3200] [--busy]
+[--postgres URL]`` (SQLite by default; ``--postgres``: a fresh schema of that database).
 Prints events/s and the time per event of each SQL statement. ``--busy`` runs a Python thread
 that never sleeps beside it, as the event loop is when it parses requests: then every
 statement the writer runs costs a GIL hand-over, which is what the switch interval (``meterd
@@ -11,14 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.databases import bench_database
 from meterd import keys
 from meterd.ingest.writes import assess_batch, ingest, lookup_meters
 from meterd.metering.events import EventSubmission
@@ -42,9 +47,21 @@ class TimedConnection:
         finally:
             self.spent[sql[:60]] += time.perf_counter() - began
 
+    @contextlib.contextmanager
+    def copy(self, sql: str) -> Iterator[Any]:
+        began = time.perf_counter()
+        try:
+            with self.conn.copy(sql) as copy:
+                yield copy
+        finally:
+            self.spent[sql[:60]] += time.perf_counter() - began
 
-async def run(path: Path, events: int, batch_size: int) -> None:
-    store = await open_store(f"sqlite:///{path}")
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+async def run(url: str, events: int, batch_size: int) -> None:
+    store = await open_store(url)
     now = int(time.time())
     account = keys.new_account(now)
     key, _ = keys.new_api_key(account.id, livemode=False, now=now)
@@ -100,6 +117,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=3_200)
     parser.add_argument("--busy", action="store_true", help="a busy Python thread beside it")
     parser.add_argument("--switch", type=float, help="sys.setswitchinterval, in seconds")
+    parser.add_argument("--postgres", help="a postgresql:// URL: run in a fresh schema there")
     args = parser.parse_args()
     if args.switch:
         sys.setswitchinterval(args.switch)
@@ -112,8 +130,11 @@ def main() -> None:
 
     if args.busy:
         threading.Thread(target=spin, daemon=True).start()
-    with tempfile.TemporaryDirectory() as folder:
-        asyncio.run(run(Path(folder) / "ingest.db", args.events, args.batch))
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        bench_database(args.postgres, folder, "ingest") as url,
+    ):
+        asyncio.run(run(url, args.events, args.batch))
     stop.set()
 
 

@@ -30,6 +30,8 @@ class PostgresEventTransaction(SQLEventTransaction):
     def __init__(self, conn: Any) -> None:
         super().__init__(conn)
         conn.execute("SELECT pg_advisory_xact_lock(?)", (EVENTS_LOCK,))
+        self.tracked = False
+        """Whether an appended event belongs to a meter whose rollups keep the latest event."""
 
     def received_identifiers(
         self, scope: Scope, identifiers: Sequence[str], since: int
@@ -88,12 +90,19 @@ class PostgresEventTransaction(SQLEventTransaction):
         ) as copy:
             for seq, e in enumerate(events, start=first_seq):
                 copy.write_row((e[7], e[8], e[4], e[5], seq))
+        self.tracked = self.tracked or any(e[6] is not None for e in events)
         last = first_seq + len(events) - 1
         self.conn.execute("SELECT setval('meter_events_seq', ?)", (last,))
 
     def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
+        """One pass over the batch into per-minute groups (a temporary table), then one upsert
+        per rollup size from those few rows. The latest event of each group is only worked out
+        when the batch holds events of meters that keep it."""
+        self.conn.execute(_BATCH_MINUTES)
+        fill = _FILL_MINUTES_TRACKED if self.tracked else _FILL_MINUTES
+        self.conn.execute(fill, (first_seq, end_seq))
         for size in (MINUTE, HOUR, DAY):
-            self.conn.execute(_ADD_BATCH % {"size": size}, (first_seq, end_seq))
+            self.conn.execute(_MERGE_MINUTES % {"size": size})
 
     def merge_rollups(self, deltas: dict[RollupKey, Rollup], windowed: set[int]) -> None:
         added: list[tuple[object, ...]] = []
@@ -127,10 +136,18 @@ _LATEST = (
     f"latest_value = CASE WHEN {_NEWER} THEN excluded.latest_value ELSE r.latest_value END"
 )
 
-_ADD_BATCH = (
-    "INSERT INTO meter_rollups AS r (meter_seq, customer, size, bucket, event_count, total, "
-    "latest_ts, latest_seq, latest_value) "
-    "SELECT meter_seq, customer, %(size)s, ts - ts %% %(size)s, count(*), "
+_BATCH_MINUTES = (
+    "CREATE TEMP TABLE IF NOT EXISTS batch_minutes (meter_seq BIGINT, customer TEXT, "
+    "bucket BIGINT, n BIGINT, total NUMERIC, latest_ts BIGINT, latest_seq BIGINT, "
+    "latest_value NUMERIC) ON COMMIT DELETE ROWS"
+)
+_FILL_MINUTES = (
+    "INSERT INTO batch_minutes SELECT meter_seq, customer, ts - ts % 60, count(*), "
+    "coalesce(sum(value), 0), 0, 0, 0 FROM meter_events WHERE seq >= ? AND seq < ? "
+    "GROUP BY meter_seq, customer, ts - ts % 60"
+)
+_FILL_MINUTES_TRACKED = (
+    "INSERT INTO batch_minutes SELECT meter_seq, customer, ts - ts % 60, count(*), "
     "coalesce(sum(value), 0), "
     "CASE WHEN max(recount_bucket) IS NULL THEN 0 "
     "ELSE (array_agg(ts ORDER BY ts DESC, seq DESC))[1] END, "
@@ -138,12 +155,20 @@ _ADD_BATCH = (
     "ELSE (array_agg(seq ORDER BY ts DESC, seq DESC))[1] END, "
     "CASE WHEN max(recount_bucket) IS NULL THEN 0 "
     "ELSE (array_agg(coalesce(value, 0) ORDER BY ts DESC, seq DESC))[1] END "
-    "FROM meter_events WHERE seq >= ? AND seq < ? "
-    "GROUP BY meter_seq, customer, ts - ts %% %(size)s "
+    "FROM meter_events WHERE seq >= ? AND seq < ? GROUP BY meter_seq, customer, ts - ts % 60"
+)
+_MERGE_MINUTES = (
+    "INSERT INTO meter_rollups AS r (meter_seq, customer, size, bucket, event_count, total, "
+    "latest_ts, latest_seq, latest_value) "
+    "SELECT meter_seq, customer, %(size)s, bucket - bucket %% %(size)s, sum(n), sum(total), "
+    "(array_agg(latest_ts ORDER BY latest_ts DESC, latest_seq DESC))[1], "
+    "(array_agg(latest_seq ORDER BY latest_ts DESC, latest_seq DESC))[1], "
+    "(array_agg(latest_value ORDER BY latest_ts DESC, latest_seq DESC))[1] "
+    "FROM batch_minutes GROUP BY meter_seq, customer, bucket - bucket %% %(size)s "
     "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
-    f"event_count = r.event_count + excluded.event_count, total = r.total + excluded.total, "
+    "event_count = r.event_count + excluded.event_count, total = r.total + excluded.total, "
     f"{_LATEST}"
 )
-"""A batch's events folded into one rollup size, in one statement (the latest event of each
-group is kept only for meters that track it, as in SQLite's store). ``%%`` survives the size
-substitution as ``%``, which the connection adapter doubles again for psycopg."""
+"""Minute groups folded into one rollup size. ``%%`` survives the size substitution as ``%``,
+which the connection adapter doubles again for psycopg. Untracked groups carry (0, 0, 0) as
+their latest event, which is never newer than a stored one: their rows keep latest_* = 0."""
