@@ -7,8 +7,9 @@ import datetime as dt
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from types import FrameType
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import typer
@@ -46,6 +47,8 @@ keys_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 
+T = TypeVar("T")
+
 console = Console()
 err_console = Console(stderr=True)
 
@@ -68,6 +71,15 @@ async def _open(database: str) -> Store:
         return await open_store(database)
     except (UnsupportedDatabase, DatabaseUnavailable) as exc:
         err_console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _answer(work: Coroutine[Any, Any, T]) -> T:
+    """Run a command's work; a :class:`UsageProblem` is a one-line error and exit status 2."""
+    try:
+        return asyncio.run(work)
+    except UsageProblem as problem:
+        err_console.print(f"[red]error:[/red] {problem}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -354,11 +366,7 @@ def usage_command(
         finally:
             await store.close()
 
-    try:
-        found = asyncio.run(run())
-    except UsageProblem as problem:
-        err_console.print(f"[red]error:[/red] {problem}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    found = _answer(run())
     if as_json:
         print(msgspec.json.encode(found).decode())
         return
@@ -408,11 +416,7 @@ def drop_events_command(
         finally:
             await store.close()
 
-    try:
-        dropped = asyncio.run(run())
-    except UsageProblem as problem:
-        err_console.print(f"[red]error:[/red] {problem}", soft_wrap=True, highlight=False)
-        raise typer.Exit(2) from None
+    dropped = _answer(run())
     if not dropped:
         console.print(f"No monthly partition of raw events ends before {before}.")
         return

@@ -107,29 +107,13 @@ class PostgresStore(SQLStore):
                 conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATIONS_LOCK,))
                 try:
                     with conn.transaction():
-                        self._migrate(PgConnection(conn))
+                        migrations.apply(PgConnection(conn), "postgresql", conn.execute)
                         add_partitions(PgConnection(conn), int(time.time()))
                 finally:
                     conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATIONS_LOCK,))
         except BaseException:
             self._pool.close()
             raise
-
-    def _migrate(self, conn: PgConnection) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied BIGINT NOT NULL)"
-        )
-        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-        for migration in migrations.load("postgresql"):
-            if migration.version in done:
-                continue
-            for statement in migration.statements:
-                conn.raw.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
-                (migration.version, migration.name, int(time.time())),
-            )
 
     def schema_version(self) -> int:
         with self._connection() as conn:

@@ -143,20 +143,7 @@ class SQLiteStore(SQLStore):
 
     def _migrate(self) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied BIGINT NOT NULL)"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-            for migration in migrations.load("sqlite"):
-                if migration.version in done:
-                    continue
-                for statement in migration.statements:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
-                    (migration.version, migration.name, int(time.time())),
-                )
+            migrations.apply(conn, "sqlite", conn.execute)
 
     def schema_version(self) -> int:
         assert self._conn is not None

@@ -8,8 +8,10 @@ lines between ``-- @only <dialect>`` and ``-- @end`` are kept for that dialect a
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from importlib import resources
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 DIALECT_TYPES = {
     "sqlite": {
@@ -62,3 +64,23 @@ def _for_dialect(sql: str, dialect: str) -> str:
         elif only is None or only == dialect:
             kept.append(line)
     return "\n".join(kept)
+
+
+def apply(conn: Any, dialect: str, run_statement: Callable[[str], object]) -> None:
+    """Apply, in one transaction the caller holds, every migration ``schema_migrations`` does
+    not list yet, and record it. ``conn`` takes ``?`` placeholders; ``run_statement`` runs a
+    migration's statement as written (no placeholder processing)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations "
+        "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied BIGINT NOT NULL)"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations").fetchall()}
+    for migration in load(dialect):
+        if migration.version in done:
+            continue
+        for statement in migration.statements:
+            run_statement(statement)
+        conn.execute(
+            "INSERT INTO schema_migrations (version, name, applied) VALUES (?, ?, ?)",
+            (migration.version, migration.name, int(time.time())),
+        )
