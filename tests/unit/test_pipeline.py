@@ -255,6 +255,22 @@ def test_a_cancelled_request_does_not_disturb_its_batch(db: Path) -> None:
     run_with_env(db, body)
 
 
+def test_the_requests_after_a_cancelled_one_get_their_own_outcomes(db: Path) -> None:
+    """A hung-up request's outcomes are skipped, not handed to the next request in the batch."""
+
+    async def body(env: Env) -> None:
+        pipeline = IngestPipeline(env.store)
+        gone = asyncio.create_task(pipeline.submit([env.event("first")]))
+        kept = asyncio.create_task(pipeline.submit([env.event("first"), env.event("second")]))
+        await settle()
+        gone.cancel()
+        await pipeline.start()
+        assert kinds(await asyncio.wait_for(kept, TIMEOUT)) == ["duplicate", "accepted"]
+        await pipeline.stop()
+
+    run_with_env(db, body)
+
+
 def test_each_event_of_a_shared_batch_is_deduplicated_by_its_own_arrival(db: Path) -> None:
     """Requests received at different moments can share a batch; the 24 h identifier window
     is still measured from each event's own arrival, not from the first event's."""

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from meterd.errors import RateLimitError
 from meterd.ingest.writes import Assessment, MeterLookup, Outcome, assess_batch, ingest
@@ -109,6 +109,8 @@ class IngestPipeline:
         self._lock = threading.Lock()
         """``queued_events`` changes on the event loop (submit) and the writer's thread (take)."""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_commit: Callable[[int, list[Outcome] | None], None] | None = None
+        """Told, on the writer's thread, each batch's size and outcomes (None: it failed)."""
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="meterd-ingest")
@@ -178,12 +180,14 @@ class IngestPipeline:
         self, taken: list[_Pending], outcomes: list[Outcome] | None, error: BaseException | None
     ) -> None:
         """On the writer's thread, right after the commit (or its failure)."""
+        count = sum(len(pending.events) for pending in taken)
         if error is not None:
-            count = sum(len(pending.events) for pending in taken)
             log.error("commit of %d events failed", count, exc_info=error)
         else:
             self.batches_committed += 1
-            self.events_committed += sum(len(pending.events) for pending in taken)
+            self.events_committed += count
+        if self.on_commit is not None:
+            self.on_commit(count, None if error is not None else outcomes)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._answer, taken, outcomes, error)
 
@@ -193,13 +197,14 @@ class IngestPipeline:
     ) -> None:
         start = 0
         for pending in taken:
-            if pending.future.done():
+            end = start + len(pending.events)
+            if pending.future.done():  # its request went away; the next one's outcomes follow
+                start = end
                 continue
             if error is not None or outcomes is None:
                 pending.future.set_exception(error or RuntimeError("no outcome"))
-                continue
-            end = start + len(pending.events)
-            pending.future.set_result(outcomes[start:end])
+            else:
+                pending.future.set_result(outcomes[start:end])
             start = end
 
     async def _run(self) -> None:
