@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from meterd import ids
@@ -28,11 +29,13 @@ from meterd.api import (
     products,
     summaries,
 )
-from meterd.api.responses import error_response, version_of_path
+from meterd.api.rate_limits import RateLimiter
+from meterd.api.responses import error_response, json_response, version_of_path
 from meterd.config import GIL_SWITCH_SECONDS, Settings
 from meterd.errors import APIError, InvalidRequestError, StripeError
 from meterd.ingest.pipeline import IngestPipeline
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
+from meterd.observability import Metrics, ObserveRequests, enable_request_log, metrics_endpoint
 from meterd.storage import Store, open_store
 
 log = logging.getLogger("meterd")
@@ -54,6 +57,7 @@ class StripeHeaders:
             return
         version = next((v for k, v in scope["headers"] if k == b"stripe-version"), None)
         request_id = ids.request_id().encode()
+        scope["meterd.request_id"] = request_id
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -95,6 +99,20 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(error, version_of_path(request.url.path))
 
 
+HEALTH_TIMEOUT_SECONDS = 2.0
+
+
+async def health(request: Request) -> Response:
+    """200 when the database answers within 2 s, else 503 (for load balancers; no key needed)."""
+    store: Store = request.app.state.store
+    try:
+        await asyncio.wait_for(store.has_accounts(), HEALTH_TIMEOUT_SECONDS)
+    except Exception as exc:
+        log.warning("health check failed: %r", exc)
+        return json_response({"status": "unavailable", "database": "unreachable"}, status=503)
+    return json_response({"status": "ok", "database": "ok"})
+
+
 async def _prune_forever(store: Store) -> None:
     """Idempotency keys, event identifiers and expired sessions are kept for 24 hours; the
     store does its own upkeep too (PostgreSQL adds the coming months' event partitions)."""
@@ -114,6 +132,8 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
     Starlette's outermost error middleware carries a ``Request-Id``.
     """
 
+    metrics = Metrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = store is None
@@ -121,6 +141,8 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
         await opened.release_unfinished_idempotency_keys()
         app.state.store = opened
         pipeline = IngestPipeline(opened, max_queued_events=settings.max_queued_events)
+        pipeline.on_commit = metrics.committed
+        metrics.watch_queue(lambda: pipeline.queued_events)
         await pipeline.start()
         app.state.pipeline = pipeline
         pruner = asyncio.create_task(_prune_forever(opened))
@@ -145,12 +167,18 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
             *core_events.routes,
             *plans.routes,
             *products.routes,
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/healthz", health, methods=["GET"]),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
-    return StripeHeaders(app)
+    app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(settings.rate_limits) if settings.rate_limits else None
+    if settings.log_requests:
+        enable_request_log()
+    return StripeHeaders(ObserveRequests(app, metrics, settings.log_requests))
 
 
 WORKER_SETTINGS_VARIABLE = "METERD_WORKER_SETTINGS"

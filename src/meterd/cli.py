@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterd import keys
+from meterd.api.rate_limits import parse_limits
 from meterd.app import WORKER_SETTINGS_VARIABLE, create_app
 from meterd.config import (
     DEFAULT_DATABASE_URL,
@@ -128,6 +129,24 @@ def serve(
             help="Server processes sharing the port (PostgreSQL only; SQLite serves from one).",
         ),
     ] = 1,
+    rate_limit: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate-limit",
+            envvar="METERD_RATE_LIMITS",
+            help="Per account and mode: family=requests_per_second[/burst], family one of "
+            "events, reads, writes (repeat, or comma-separate in the variable). Off by default.",
+        ),
+    ] = None,
+    log_requests: Annotated[
+        bool,
+        typer.Option(
+            "--log-requests/--no-log-requests",
+            envvar="METERD_LOG_REQUESTS",
+            help="One JSON line per request on stderr: request id, account, route, status, "
+            "duration.",
+        ),
+    ] = False,
 ) -> None:
     """Run the API server.
 
@@ -140,6 +159,11 @@ def serve(
     if workers < 1:
         err_console.print("[red]error:[/red] --workers must be at least 1")
         raise typer.Exit(2)
+    try:
+        limits = parse_limits(rate_limit or [])
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] --rate-limit: {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
     if workers > 1 and not database.startswith(("postgresql:", "postgres:")):
         err_console.print(
             "[red]error:[/red] --workers above 1 needs PostgreSQL. SQLite takes one writer at a "
@@ -158,6 +182,8 @@ def serve(
         database_url=database,
         max_body_bytes=max_body_bytes,
         session_lifetime_seconds=session_lifetime,
+        rate_limits={str(family): limit for family, limit in limits.items()},
+        log_requests=log_requests,
     )
     shown = f"{workers} processes, " if workers > 1 else ""
     console.print(f"meterd listening on http://{host}:{port} ({shown}database {database})")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
+from meterd.api.rate_limits import Limit
 from meterd.metering import sessions
 
 DEFAULT_DATABASE_URL = "sqlite:///meterd.db"
@@ -28,3 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Events waiting for the group commit before new requests get 429 (bounded memory)."""
     session_lifetime_seconds: int = DEFAULT_SESSION_LIFETIME_SECONDS
     """How long a meter event session's token works (Stripe: 15 minutes)."""
+    rate_limits: dict[str, Limit] = {}
+    """Token buckets per account, mode and endpoint family (:mod:`meterd.api.rate_limits`);
+    none by default."""
+    log_requests: bool = False
+    """One JSON line per request on stderr (:mod:`meterd.observability`)."""

@@ -19,6 +19,7 @@ from meterd.api import idempotency
 from meterd.api.auth import authenticate
 from meterd.api.forms import decode_form
 from meterd.api.params import parse_params
+from meterd.api.rate_limits import RateLimiter, family_of
 from meterd.api.responses import ApiVersion, error_response, json_response
 from meterd.config import Settings
 from meterd.errors import InvalidRequestError, StripeError
@@ -122,10 +123,19 @@ def _endpoint(handler: Handler, version: ApiVersion) -> Endpoint:
     return endpoint
 
 
+def admit(request: Request, scope: Scope) -> None:
+    """Who is asking, for the request log; and their rate limit, if one is set."""
+    request.scope["meterd.scope"] = scope
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None:
+        limiter.check(scope, family_of(request.method, request.url.path))
+
+
 async def _call(request: Request, version: ApiVersion) -> ApiCall:
     store: Store = request.app.state.store
     settings: Settings = request.app.state.settings
     scope = await authenticate(request, store, version)
+    admit(request, scope)
     params = await read_params(request, version, settings.max_body_bytes)
     return ApiCall(request, store, scope, params, version)
 

@@ -20,7 +20,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from meterd.api.auth import secret_from_header
-from meterd.api.endpoint import ApiCall, json_object, read_body, resource, v2_unrecorded
+from meterd.api.endpoint import (
+    ApiCall,
+    admit,
+    json_object,
+    read_body,
+    resource,
+    v2_unrecorded,
+)
 from meterd.api.meter_events import EventName, Identifier, Payload, new_identifier
 from meterd.api.params import parse_params
 from meterd.api.responses import encoded_response, error_response
@@ -155,6 +162,7 @@ async def stream(request: Request) -> Response:
         settings: Settings = request.app.state.settings
         pipeline: IngestPipeline = request.app.state.pipeline
         scope = await session_scope(request, store)
+        admit(request, scope)
         body = await read_body(request, settings.max_body_bytes)
         events = submissions(scope, stream_params(body), int(time.time()))
         await pipeline.submit(events)
