@@ -200,6 +200,8 @@ def test_the_command_tree_is_what_the_readme_documents() -> None:
         ("drop-events",),
         ("keys", "create"),
         ("keys", "list"),
+        ("keys", "revoke"),
+        ("keys", "rotate"),
         ("rebuild-rollups",),
         ("serve",),
         ("usage",),

@@ -24,6 +24,7 @@ from meterd.config import (
     DEFAULT_DATABASE_URL,
     DEFAULT_HOST,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUED_EVENTS,
     DEFAULT_PORT,
     DEFAULT_SESSION_LIFETIME_SECONDS,
     GIL_SWITCH_SECONDS,
@@ -43,7 +44,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 keys_app = typer.Typer(
-    help="Create and list secret API keys.\n\n[bold]Example[/bold]: meterd keys create --mode test",
+    help="Create, list, revoke and rotate secret API keys.\n\n[bold]Example[/bold]: meterd keys "
+    "create --mode test",
     no_args_is_help=True,
 )
 app.add_typer(keys_app, name="keys")
@@ -138,6 +140,13 @@ def serve(
             "events, reads, writes (repeat, or comma-separate in the variable). Off by default.",
         ),
     ] = None,
+    max_queued_events: Annotated[
+        int,
+        typer.Option(
+            envvar="METERD_MAX_QUEUED_EVENTS",
+            help="Events waiting for the group commit before new ones get 429 (bounded memory).",
+        ),
+    ] = DEFAULT_MAX_QUEUED_EVENTS,
     log_requests: Annotated[
         bool,
         typer.Option(
@@ -183,6 +192,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         session_lifetime_seconds=session_lifetime,
         rate_limits={str(family): limit for family, limit in limits.items()},
+        max_queued_events=max_queued_events,
         log_requests=log_requests,
     )
     shown = f"{workers} processes, " if workers > 1 else ""
@@ -277,6 +287,58 @@ def keys_list(database: DatabaseOption = DEFAULT_DATABASE_URL) -> None:
     # Piped or redirected output has no width to fit (rich would assume 80 columns).
     out = console if console.is_terminal else Console(width=1000)
     out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_...), as `keys list` shows.")],
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Revoke a secret key: requests with it get 401 (a running server notices within a
+    second, the time it trusts a key it has looked up).
+
+    [bold]Example[/bold]: meterd keys revoke key_4RzWq0cXyMFbNtJh --database sqlite:///meterd.db
+    """
+
+    async def run() -> None:
+        store = await _open(database)
+        try:
+            if not await store.revoke_api_key(key_id, _now()):
+                raise UsageProblem(f"No active key with id {key_id!r} (see `meterd keys list`).")
+        finally:
+            await store.close()
+
+    _answer(run())
+    console.print(f"Revoked {key_id}.")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, typer.Argument(help="The key to replace (key_...).")],
+    database: DatabaseOption = DEFAULT_DATABASE_URL,
+) -> None:
+    """Replace a secret key: a new key of the same account and mode is created and the old one
+    revoked, in one transaction; the new secret is printed (last line of output), once.
+
+    [bold]Example[/bold]: meterd keys rotate key_4RzWq0cXyMFbNtJh --database sqlite:///meterd.db
+    """
+
+    async def run() -> str:
+        store = await _open(database)
+        try:
+            old = next((k for k in await store.list_api_keys() if k.id == key_id), None)
+            if old is None or old.revoked_at is not None:
+                raise UsageProblem(f"No active key with id {key_id!r} (see `meterd keys list`).")
+            key, secret = keys.new_api_key(old.account_id, livemode=old.livemode, now=_now())
+            if not await store.revoke_api_key(key_id, _now(), replacement=key):
+                raise UsageProblem(f"The key {key_id!r} was revoked meanwhile.")
+            return secret
+        finally:
+            await store.close()
+
+    secret = _answer(run())
+    err_console.print(f"Revoked {key_id}. Its replacement, shown only this once:")
+    print(secret)
 
 
 @app.command("rebuild-rollups")

@@ -132,6 +132,20 @@ class SQLStore:
 
         return await self._read(run)
 
+    async def revoke_api_key(
+        self, key_id: str, now: int, replacement: ApiKey | None = None
+    ) -> bool:
+        def run(conn: Connection) -> bool:
+            revoked = conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            ).rowcount
+            if revoked and replacement is not None:
+                _insert_key(conn, replacement)
+            return bool(revoked)
+
+        return await self._write(run)
+
     # meters ------------------------------------------------------------------------------
 
     async def insert_meter(self, meter: Meter) -> None:
