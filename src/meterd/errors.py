@@ -119,13 +119,19 @@ class APIError(StripeError):
     """Something went wrong on meterd's side (500)."""
 
 
+MAX_PARAM_SHOWN = 5000
+"""Stripe's schema caps ``param`` at 5,000 characters; a longer name sent is cut."""
+
+
 def missing_param(param: str) -> InvalidRequestError:
+    param = param[:MAX_PARAM_SHOWN]
     return InvalidRequestError(
         f"Missing required param: {param}.", param=param, code="parameter_missing"
     )
 
 
 def unknown_param(param: str) -> InvalidRequestError:
+    param = param[:MAX_PARAM_SHOWN]
     return InvalidRequestError(
         f"Received unknown parameter: {param}", param=param, code="parameter_unknown"
     )

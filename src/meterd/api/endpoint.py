@@ -22,7 +22,7 @@ from meterd.api.params import parse_params
 from meterd.api.rate_limits import RateLimiter, family_of
 from meterd.api.responses import ApiVersion, error_response, json_response
 from meterd.config import Settings
-from meterd.errors import InvalidRequestError, StripeError
+from meterd.errors import InvalidRequestError, NotFoundError, StripeError
 from meterd.ingest.pipeline import IngestPipeline
 from meterd.scope import Scope
 from meterd.storage import Store
@@ -48,7 +48,11 @@ class ApiCall:
         self.now = int(time.time())
 
     def path_param(self, name: str) -> str:
-        return str(self.request.path_params[name])
+        """An id from the path; one with a NUL byte names nothing (no id can hold one)."""
+        value = str(self.request.path_params[name])
+        if "\x00" in value:
+            raise NotFoundError(f"No such object: {value[:40]!r}", param=name)
+        return value
 
     def parse(self, into: type[T]) -> T:
         """Typed params; query strings (any version) and v1 bodies carry form-encoded text."""
@@ -167,13 +171,25 @@ async def read_body(request: Request, max_body_bytes: int) -> bytes:
 
 def json_object(body: bytes) -> dict[str, Any]:
     """A v2 body decoded without a type; 400 unless it is a JSON object."""
+    check_json_text(body)
     try:
         decoded = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"Invalid JSON body: {exc}.") from None
+    except RecursionError:
+        raise InvalidRequestError("Invalid JSON body: nested too deeply.") from None
+    except UnicodeDecodeError:
+        raise InvalidRequestError("Invalid JSON body: a string is not valid UTF-8.") from None
     if not isinstance(decoded, dict):
         raise InvalidRequestError("Invalid JSON body: the request body must be a JSON object.")
     return decoded
+
+
+def check_json_text(body: bytes) -> None:
+    """NUL characters are refused in v2 bodies as in v1 forms (PostgreSQL's text cannot hold
+    them, and no identifier or name needs one)."""
+    if b"\\u0000" in body or b"\x00" in body:
+        raise InvalidRequestError("Invalid JSON body: strings may not contain NUL characters.")
 
 
 def _too_large(limit: int) -> InvalidRequestError:

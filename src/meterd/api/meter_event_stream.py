@@ -23,6 +23,7 @@ from meterd.api.auth import secret_from_header
 from meterd.api.endpoint import (
     ApiCall,
     admit,
+    check_json_text,
     json_object,
     read_body,
     resource,
@@ -116,9 +117,10 @@ async def session_scope(request: Request, store: Store) -> Scope:
 
 def stream_params(body: bytes) -> StreamParams:
     """Typed events, decoded straight from the body; errors explained as the v2 API does."""
+    check_json_text(body)
     try:
         return _decode_stream(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         pass
     try:
         return parse_params(json_object(body), StreamParams, from_form=False)

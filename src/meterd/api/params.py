@@ -56,13 +56,16 @@ def _translate(message: str, data: Any, into: type[Any]) -> InvalidRequestError:
     what = match["what"]
     path = _resolve_keys(_parse_path(match["path"] or ""), data, what)
     name = param_name(path)
-    field = _QUOTED.search(what)
     if what.startswith("Object missing required field"):
-        assert field is not None
-        return missing_param(param_name([*path, field[1]]))
-    if what.startswith("Object contains unknown field"):
-        assert field is not None
-        return unknown_param(param_name([*path, field[1]]))
+        field = _field_named(what)
+        if field is not None:
+            return missing_param(param_name([*path, field]))
+    if "Object contains unknown field" in message:
+        found = _first_unknown(data, inspect.type_info(into), [])
+        if found is not None:
+            return unknown_param(param_name(found))
+    if what.startswith("Object "):
+        return InvalidRequestError(f"Invalid request parameters: {what[:200]}", param=name or None)
     if not path:
         return InvalidRequestError("Invalid request: the parameters must be a hash (an object).")
     value = _value_at(data, path)
@@ -85,6 +88,34 @@ def _translate(message: str, data: Any, into: type[Any]) -> InvalidRequestError:
             )
         return InvalidRequestError(f"Invalid {kind}: {_shown(value)}", param=name)
     return InvalidRequestError(f"Invalid {name}: {what[0].lower()}{what[1:]}", param=name)
+
+
+def _field_named(what: str) -> str | None:
+    """The field msgspec quotes (a struct's field names hold no backtick)."""
+    field = _QUOTED.search(what)
+    return field[1] if field else None
+
+
+def _first_unknown(data: Any, info: Any, path: list[str | int]) -> list[str | int] | None:
+    """The path of the first key sent that the structs do not have, read from the data itself:
+    msgspec's message quotes the key, and a key holding a backtick would garble it."""
+    info = _unwrap(info)
+    if isinstance(info, inspect.UnionType):
+        info = next((t for t in info.types if isinstance(t, inspect.StructType)), None)
+    if isinstance(info, inspect.StructType) and isinstance(data, dict):
+        fields = {f.encode_name: f.type for f in info.fields}
+        for key, value in data.items():
+            if key not in fields:
+                return [*path, key]
+            found = _first_unknown(value, fields[key], [*path, key])
+            if found is not None:
+                return found
+    elif isinstance(info, inspect.ListType) and isinstance(data, list):
+        for index, item in enumerate(data):
+            found = _first_unknown(item, info.item_type, [*path, index])
+            if found is not None:
+                return found
+    return None
 
 
 _DICT_KEY = "..."

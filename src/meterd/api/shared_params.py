@@ -44,14 +44,23 @@ def created_bounds(created: CreatedParam | UnsetType) -> CreatedBounds:
     if created is UNSET:
         return CreatedBounds()
     if isinstance(created, int):
-        return CreatedBounds(low=created, high=created)
+        return CreatedBounds(low=_clamped(created), high=_clamped(created))
     lows = [created.gte] if created.gte is not UNSET else []
     if created.gt is not UNSET:
         lows.append(created.gt + 1)
     highs = [created.lte] if created.lte is not UNSET else []
     if created.lt is not UNSET:
         highs.append(created.lt - 1)
-    return CreatedBounds(low=max(lows, default=None), high=min(highs, default=None))
+    low, high = max(lows, default=None), min(highs, default=None)
+    return CreatedBounds(
+        low=None if low is None else _clamped(low), high=None if high is None else _clamped(high)
+    )
+
+
+def _clamped(timestamp: int) -> int:
+    """Within a signed 64-bit integer, what both databases compare against (a bound past it
+    keeps its meaning: nothing is older or newer)."""
+    return max(-(2**63), min(2**63 - 1, timestamp))
 
 
 def expansions(expand: list[str], allowed: Collection[str], *, in_list: bool = False) -> set[str]:
