@@ -136,8 +136,9 @@ def serve(
         typer.Option(
             "--rate-limit",
             envvar="METERD_RATE_LIMITS",
-            help="Per account and mode: family=requests_per_second[/burst], family one of "
-            "events, reads, writes (repeat, or comma-separate in the variable). Off by default.",
+            help="Per account and mode: family=rate or family=rate/burst (requests per "
+            "second), family one of events, reads, writes; repeat, or comma-separate in the "
+            "variable. Off by default.",
         ),
     ] = None,
     max_queued_events: Annotated[

@@ -130,7 +130,7 @@ def _endpoint(handler: Handler, version: ApiVersion) -> Endpoint:
 def admit(request: Request, scope: Scope) -> None:
     """Who is asking, for the request log; and their rate limit, if one is set."""
     request.scope["meterd.scope"] = scope
-    limiter: RateLimiter | None = request.app.state.rate_limiter
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is not None:
         limiter.check(scope, family_of(request.method, request.url.path))
 
