@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Coroutine, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,7 +17,9 @@ import msgspec
 import pytest
 
 from meterd import keys
+from meterd.ingest.writes import Accepted, Duplicate, ingest
 from meterd.keys import Account, ApiKey
+from meterd.metering.events import EventSubmission
 from meterd.metering.meters import Meter, MeterStatus, new_meter
 from meterd.metering.sessions import new_session
 from meterd.scope import Scope
@@ -740,3 +744,44 @@ def test_open_store_creates_the_sqlite_file(tmp_path: Path) -> None:
 
     assert run(main()) >= 1
     assert (tmp_path / "opened.db").exists()
+
+
+# identifiers age out --------------------------------------------------------------------------
+
+
+def test_pruned_identifiers_can_be_used_again_and_recent_ones_cannot(
+    store: Store, scope: Scope
+) -> None:
+    """Identifiers are unique for 24 hours: after a prune, an old one counts again (counted
+    and uncounted alike); a recent one is still a duplicate. Also after a restart (reopen)."""
+    now = int(time.time())
+    run(store.insert_meter(meter(scope, "calls", now=now - 3 * DAY)))
+
+    def ingest_at(created: int, identifiers: list[str], event_name: str = "calls") -> list[Any]:
+        batch = [
+            EventSubmission(
+                scope=scope,
+                event_name=event_name,
+                identifier=identifier,
+                payload={"stripe_customer_id": "c", "value": "1"},
+                timestamp=created,
+                created=created,
+                origin="v1",
+            )
+            for identifier in identifiers
+        ]
+        return run(store.transact(partial(ingest, batch=batch)))
+
+    ingest_at(now - 2 * DAY, ["old"])
+    ingest_at(now - 2 * DAY, ["old-uncounted"], event_name="no-such-meter")
+    ingest_at(now - 60, ["recent"])
+    assert run(store.prune_event_identifiers(now - DAY)) >= 2
+    assert ingest_at(now, ["old", "old-uncounted", "recent"]) == [
+        Accepted(),
+        Accepted(),
+        Duplicate(),
+    ]
+    assert ingest_at(now, ["old"]) == [Duplicate()], "the new record of 'old' is recent"
+
+
+DAY = 86400

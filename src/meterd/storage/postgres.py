@@ -25,7 +25,7 @@ from meterd.storage import migrations
 from meterd.storage.base import EventTransaction
 from meterd.storage.open import DatabaseUnavailable, redacted
 from meterd.storage.postgres_events import PostgresEventTransaction
-from meterd.storage.sql_store import SQLStore
+from meterd.storage.sql_store import SQLStore, prune_identifier_log
 
 T = TypeVar("T")
 
@@ -142,23 +142,8 @@ class PostgresStore(SQLStore):
     # what differs from SQLite ------------------------------------------------------------
 
     async def prune_event_identifiers(self, before: int) -> int:
-        """Forget identifiers received at or before ``before``: the log is in arrival order
-        (give or take a commit), so this reads only what it forgets, as SQLite's store does;
-        lookups check the age of what they find anyway."""
-
         def run(conn: PgConnection) -> int:
-            row = conn.execute(
-                "SELECT seq FROM event_identifier_log WHERE received > ? ORDER BY seq LIMIT 1",
-                (before,),
-            ).fetchone()
-            if row is None:
-                row = conn.execute(
-                    "SELECT coalesce(max(seq), 0) + 1 FROM event_identifier_log"
-                ).fetchone()
-            assert row is not None
-            return conn.execute(
-                "DELETE FROM event_identifier_log WHERE seq < ?", (row[0],)
-            ).rowcount
+            return prune_identifier_log(conn, before)[1]
 
         return await self._write(run)
 

@@ -478,6 +478,22 @@ def meter_by_event_name(
     return (sql_rows.meter_from_row(row[1:]), row[0]) if row else None
 
 
+def prune_identifier_log(conn: Connection, before: int) -> tuple[int, int]:
+    """Delete the identifier log's records received at or before ``before``, oldest first:
+    the log is in arrival order (give or take a commit), so this reads only what it forgets; a
+    record behind a newer one waits for the next prune, and lookups check ages anyway.
+    Returns (the first sequence number kept, records deleted)."""
+    row = conn.execute(
+        "SELECT seq FROM event_identifier_log WHERE received > ? ORDER BY seq LIMIT 1",
+        (before,),
+    ).fetchone()
+    if row is None:
+        row = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM event_identifier_log").fetchone()
+    bound = int(row[0])
+    deleted = conn.execute("DELETE FROM event_identifier_log WHERE seq < ?", (bound,)).rowcount
+    return bound, int(deleted)
+
+
 def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
 from meterd.storage import migrations
 from meterd.storage.base import EventTransaction, identifier_hash
-from meterd.storage.sql_store import SQLStore
+from meterd.storage.sql_store import SQLStore, prune_identifier_log
 from meterd.storage.sqlite_events import (
     RecentIdentifiers,
     SQLiteEventTransaction,
@@ -153,27 +153,12 @@ class SQLiteStore(SQLStore):
     # identifiers -------------------------------------------------------------------------
 
     async def prune_event_identifiers(self, before: int) -> int:
-        """Forget identifiers received at or before ``before``, oldest first.
-
-        The log and the raw events are in arrival order, so this reads only what it forgets. A
-        record that arrived out of order behind a newer one waits for the next prune; lookups
-        check the age of what they find anyway.
-        """
+        """Forget identifiers received at or before ``before``: the log's records
+        (:func:`prune_identifier_log`), and the in-memory indexes' entries."""
 
         def run() -> int:
             with self._tx() as conn:
-                row = conn.execute(
-                    "SELECT seq FROM event_identifier_log WHERE received > ? ORDER BY seq LIMIT 1",
-                    (before,),
-                ).fetchone()
-                if row is None:
-                    row = conn.execute(
-                        "SELECT coalesce(max(seq), 0) + 1 FROM event_identifier_log"
-                    ).fetchone()
-                bound = int(row[0])
-                deleted = conn.execute(
-                    "DELETE FROM event_identifier_log WHERE seq < ?", (bound,)
-                ).rowcount
+                bound, deleted = prune_identifier_log(conn, before)
             self._identifiers.uncounted.drop_below(bound)
             first = self._first_event_since(before - ARRIVAL_ORDER_MARGIN_SECONDS)
             return int(deleted) + self._identifiers.counted.drop_below(first)
