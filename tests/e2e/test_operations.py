@@ -31,15 +31,6 @@ def status_of(server: RunningServer, secret: str) -> int:
     ).status_code
 
 
-def eventually_401(server: RunningServer, secret: str) -> float:
-    """Seconds until the key is refused (a server trusts a looked-up key for one second)."""
-    began = time.monotonic()
-    while status_of(server, secret) != 401:
-        assert time.monotonic() - began < 3, "the revoked key still works after 3 s"
-        time.sleep(0.05)
-    return time.monotonic() - began
-
-
 # keys ---------------------------------------------------------------------------------------
 
 
@@ -48,7 +39,7 @@ def test_a_revoked_key_gets_401(server: RunningServer) -> None:
     assert status_of(server, secret) == 200
     key_id = key_id_of(server, secret)
     assert f"Revoked {key_id}" in server.meterd("keys", "revoke", key_id).stdout
-    assert eventually_401(server, secret) <= 1.5
+    assert status_of(server, secret) == 401, "a revoked key is refused at once"
     answer = httpx.get(f"{server.base_url}/v1/billing/meters", auth=(secret, ""), timeout=10)
     body = answer.json()
     assert_matches(body, "error")
@@ -72,7 +63,7 @@ def test_rotation_gives_a_new_key_of_the_same_account_and_mode(server: RunningSe
     rotated = server.meterd("keys", "rotate", key_id_of(server, old)).stdout.split()[-1]
     assert rotated.startswith("sk_test_") and rotated != old
     assert server.client(rotated).v1.billing.meters.retrieve(meter.id).id == meter.id
-    eventually_401(server, old)
+    assert status_of(server, old) == 401
 
 
 # metrics, health and request logs -------------------------------------------------------------

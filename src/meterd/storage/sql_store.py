@@ -117,13 +117,7 @@ class SQLStore:
         await self._write(_insert_key, key)
 
     async def find_api_key(self, secret_hash: str) -> ApiKey | None:
-        def run(conn: Connection) -> ApiKey | None:
-            row = conn.execute(
-                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?", (secret_hash,)
-            ).fetchone()
-            return _key_from_row(row) if row else None
-
-        return await self._read(run)
+        return await self._read(find_api_key, secret_hash)
 
     async def list_api_keys(self) -> list[ApiKey]:
         def run(conn: Connection) -> list[ApiKey]:
@@ -476,6 +470,13 @@ def meter_by_event_name(
         (scope.account_id, scope.livemode, event_name),
     ).fetchone()
     return (sql_rows.meter_from_row(row[1:]), row[0]) if row else None
+
+
+def find_api_key(conn: Connection, secret_hash: str) -> ApiKey | None:
+    row = conn.execute(
+        f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE secret_hash = ?", (secret_hash,)
+    ).fetchone()
+    return _key_from_row(row) if row else None
 
 
 def prune_identifier_log(conn: Connection, before: int) -> tuple[int, int]:

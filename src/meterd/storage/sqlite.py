@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from meterd.keys import ApiKey
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
 from meterd.storage import migrations
 from meterd.storage.base import EventTransaction, identifier_hash
-from meterd.storage.sql_store import SQLStore, prune_identifier_log
+from meterd.storage.sql_store import SQLStore, find_api_key, prune_identifier_log
 from meterd.storage.sqlite_events import (
     RecentIdentifiers,
     SQLiteEventTransaction,
@@ -41,6 +42,8 @@ class SQLiteStore(SQLStore):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterd-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._identifiers = RecentIdentifiers()
+        self._reader: sqlite3.Connection | None = None
+        self._reading = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterd-sqlite-read")
 
     @classmethod
     async def open(cls, path: str) -> SQLiteStore:
@@ -51,6 +54,22 @@ class SQLiteStore(SQLStore):
     async def close(self) -> None:
         await self._run(self._disconnect)
         self._executor.shutdown(wait=True)
+        self._reading.shutdown(wait=True)
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def find_api_key(self, secret_hash: str) -> ApiKey | None:
+        """On a reader connection of its own (WAL lets it read beside the writer): every
+        request looks its key up, and must not wait for the writer's next commit."""
+
+        def run() -> ApiKey | None:
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, check_same_thread=False)
+                self._reader.execute("PRAGMA busy_timeout = 5000")
+            return find_api_key(self._reader, secret_hash)
+
+        return await asyncio.get_running_loop().run_in_executor(self._reading, run)
 
     # connection and transactions ---------------------------------------------------------
 
