@@ -7,6 +7,7 @@ inside a transaction (:meth:`_connection`, :meth:`_tx`), and how events are writ
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -45,34 +46,38 @@ _SESSION_COLUMNS = "id, account_id, livemode, token_hash, created, expires_at"
 _SCOPED = "account_id = ? AND livemode = ?"
 
 
-class SQLStore:
-    """:class:`meterd.storage.base.Store`, less what differs between databases."""
+class SQLStore(ABC):
+    """:class:`meterd.storage.base.Store`, less what differs between databases (the abstract
+    methods, which :class:`SQLiteStore` and :class:`PostgresStore` implement)."""
 
     def __init__(self) -> None:
         self._meter_seqs: dict[str, int] = {}
 
     # what a backend provides -------------------------------------------------------------
 
+    @abstractmethod
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking database work off the event loop."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _connection(self) -> AbstractContextManager[Connection]:
         """A connection for reads, outside any write transaction."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _tx(self) -> AbstractContextManager[Connection]:
         """A connection inside a write transaction, committed on exit (rolled back on error)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _event_transaction(self, conn: Any) -> EventTransaction:
-        raise NotImplementedError
+        """The backend's event transaction over ``conn``, inside :meth:`_tx`."""
 
     def _committed(self, tx: EventTransaction) -> None:
-        """After an event transaction committed (SQLite indexes its identifiers)."""
+        """After an event transaction committed (SQLite indexes its identifiers); optional."""
+        return None
 
     async def maintain(self, now: int) -> None:
-        """Nothing to do by default."""
+        """Periodic upkeep; optional (PostgreSQL adds event partitions)."""
+        return None
 
     # helpers -----------------------------------------------------------------------------
 
