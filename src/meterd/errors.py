@@ -119,6 +119,11 @@ class APIError(StripeError):
     """Something went wrong on meterd's side (500)."""
 
 
+def unexpected_error() -> APIError:
+    """The 500 answered when meterd itself failed (the cause goes to the log, not the caller)."""
+    return APIError("An unexpected error occurred in meterd; the request was not completed.")
+
+
 MAX_PARAM_SHOWN = 5000
 """Stripe's schema caps ``param`` at 5,000 characters; a longer name sent is cut."""
 

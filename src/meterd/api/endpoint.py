@@ -11,9 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
+from starlette.datastructures import State
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive
+from starlette.types import Scope as AsgiScope
 
 from meterd.api import idempotency
 from meterd.api.auth import authenticate
@@ -129,10 +132,15 @@ def _endpoint(handler: Handler, version: ApiVersion) -> Endpoint:
 
 def admit(request: Request, scope: Scope) -> None:
     """Who is asking, for the request log; and their rate limit, if one is set."""
-    request.scope["meterd.scope"] = scope
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    admit_asgi(request.scope, request.app.state, scope)
+
+
+def admit_asgi(asgi_scope: AsgiScope, state: State, scope: Scope) -> None:
+    """:func:`admit` for an endpoint that works on the ASGI scope itself."""
+    asgi_scope["meterd.scope"] = scope
+    limiter: RateLimiter | None = getattr(state, "rate_limiter", None)
     if limiter is not None:
-        limiter.check(scope, family_of(request.method, request.url.path))
+        limiter.check(scope, family_of(asgi_scope["method"], asgi_scope["path"]))
 
 
 async def _call(request: Request, version: ApiVersion) -> ApiCall:
@@ -167,6 +175,28 @@ async def read_body(request: Request, max_body_bytes: int) -> bytes:
         if len(body) > max_body_bytes:
             raise _too_large(max_body_bytes)
     return bytes(body)
+
+
+async def receive_body(
+    receive: Receive, content_length: bytes | None, max_body_bytes: int
+) -> bytes | None:
+    """:func:`read_body` straight from ASGI messages; None if the client went away."""
+    declared = content_length or b""
+    if declared.isdigit() and int(declared) > max_body_bytes:
+        raise _too_large(max_body_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_body_bytes:
+            raise _too_large(max_body_bytes)
+        if not message.get("more_body", False):
+            return chunk if len(chunks) == 1 else b"".join(chunks)
 
 
 def json_object(body: bytes) -> dict[str, Any]:

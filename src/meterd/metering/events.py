@@ -35,7 +35,7 @@ class IdempotentWrite(msgspec.Struct, frozen=True):
     body: bytes
 
 
-class EventSubmission(msgspec.Struct, frozen=True, kw_only=True):
+class EventSubmission(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One event as a request handed it over, after its shape was checked."""
 
     scope: Scope
@@ -56,7 +56,7 @@ class Problem(msgspec.Struct, frozen=True):
     message: str
 
 
-class Counted(msgspec.Struct, frozen=True):
+class Counted(msgspec.Struct, frozen=True, gc=False):
     """An event that counts toward ``meter``; ``value`` is scaled by 10^12 (None for count)."""
 
     meter: Meter

@@ -144,36 +144,35 @@ class SQLiteEventTransaction(SQLEventTransaction):
     def append_events(
         self, first_seq: int, events: Sequence[NewEvent], hashes: Sequence[int] | None = None
     ) -> None:
-        """Multi-row INSERTs of 256 rows. ``executemany`` would take the GIL back after every
-        row, and wait for it while the event loop is busy; one INSERT over ``json_each`` of the
-        batch costs SQLite 2.5 µs an event parsing JSON, against 1 µs here (measured in the
-        stream issue). The parameters are gathered without a Python loop per event, and the
-        sequence numbers are SQLite's own (one more than the largest, row after row: the
-        writer is alone, so they run from ``first_seq``). The raw row is the identifier's
-        record too: a counted event writes nothing else for its dedup."""
+        """Whole blocks of 1,024 rows as multi-row INSERTs of bound parameters, the rest as one
+        INSERT over ``json_each`` of those rows encoded by msgspec.
+
+        Every statement gives the GIL up while SQLite runs it and waits to get it back from a
+        busy event loop (up to the switch interval), so a batch must take few statements:
+        bound rows cost SQLite least (1.2-1.5 µs an event) but one statement size each, JSON
+        text any number of rows but 2.4 µs an event for parsing it. The raw row is the
+        identifier's record too: a counted event writes nothing else for its dedup.
+        """
         if not events:
             return
         rows: Sequence[tuple[object, ...]] = events
         if any(e[3] is not None and not -_HALF_INT64 < e[3] < _HALF_INT64 for e in events):
             rows = [(*e[:3], None if e[3] is None else db_int(e[3]), *e[4:]) for e in events]
-        columns = list(chain.from_iterable(map(_EVENT_FIELDS, rows)))
-        done = 0
-        for size in _chunks(len(rows)):
-            self.conn.execute(
-                _INSERT_EVENTS[size], columns[done * _EVENT_WIDTH : (done + size) * _EVENT_WIDTH]
-            )
-            done += size
+        blocks, rest = divmod(len(rows), _BLOCK_ROWS)
+        if blocks:
+            columns = list(chain.from_iterable(map(_EVENT_FIELDS, rows[: blocks * _BLOCK_ROWS])))
+            width = _BLOCK_ROWS * _EVENT_WIDTH
+            for block in range(blocks):
+                self.conn.execute(_INSERT_EVENT_BLOCK, columns[block * width : (block + 1) * width])
+        if rest:
+            done = blocks * _BLOCK_ROWS
+            self.conn.execute(_INSERT_EVENTS_JSON, (first_seq + done, _json(rows[done:])))
         if hashes is None:
             hashes = [identifier_hash(e[7], e[8], e[4]) for e in events]
         self.appended.append((list(hashes), range(first_seq, first_seq + len(events))))
 
     def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
-        create, clear, fill = _BATCH_MINUTES
-        self.conn.execute(create)
-        self.conn.execute(clear)
-        self.conn.execute(fill, (first_seq, end_seq))
-        for statement in _MERGE_BATCH_MINUTES:
-            self.conn.execute(statement)
+        self.conn.execute(_ADD_EVENT_ROLLUPS, (first_seq, end_seq))
 
     def db_int(self, value: int) -> int | str:
         return db_int(value)
@@ -233,62 +232,46 @@ max() of a grouped query, which gives each group's latest event without a second
 _NEWER = "(excluded.latest_ts, excluded.latest_seq) > (latest_ts, latest_seq)"
 
 
-_BATCH_MINUTES = (
-    "CREATE TEMP TABLE IF NOT EXISTS batch_minutes (meter_seq, customer, bucket, n, total, "
-    "latest_key, latest_ts, latest_seq, latest_value)",
-    "DELETE FROM temp.batch_minutes",
-    "INSERT INTO temp.batch_minutes SELECT e.meter_seq, e.customer, e.ts - e.ts % 60, count(*), "
-    f"coalesce(sum(e.value), 0), max({_LATEST_KEY}), "
-    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.ts END, "
-    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.seq END, "
-    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE coalesce(e.value, 0) END "
+_ADD_EVENT_ROLLUPS = (
+    "WITH minutes AS MATERIALIZED ("
+    "SELECT e.meter_seq, e.customer, e.ts - e.ts % 60 AS bucket, count(*) AS n, "
+    f"coalesce(sum(e.value), 0) AS total, max({_LATEST_KEY}), "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.ts END AS latest_ts, "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.seq END AS latest_seq, "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE coalesce(e.value, 0) END AS latest_value "
     "FROM meter_events e WHERE e.seq >= ?1 AND e.seq < ?2 "
-    "GROUP BY e.meter_seq, e.customer, e.ts - e.ts % 60",
+    "GROUP BY e.meter_seq, e.customer, e.ts - e.ts % 60) "
+    f"INSERT INTO meter_rollups (meter_seq, customer, size, bucket, {ROLLUP_VALUES}) "
+    "SELECT m.meter_seq, m.customer, s.size, m.bucket - m.bucket % s.size, m.n, m.total, "
+    "m.latest_ts, m.latest_seq, m.latest_value "
+    f"FROM minutes m, (SELECT {MINUTE} AS size UNION ALL SELECT {HOUR} UNION ALL "
+    f"SELECT {DAY}) s WHERE true "
+    "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
+    f"event_count = event_count + excluded.event_count, total = {_SAFE_ADD}, "
+    f"latest_ts = CASE WHEN {_NEWER} THEN excluded.latest_ts ELSE latest_ts END, "
+    f"latest_seq = CASE WHEN {_NEWER} THEN excluded.latest_seq ELSE latest_seq END, "
+    f"latest_value = CASE WHEN {_NEWER} THEN excluded.latest_value ELSE latest_value END"
 )
-"""A batch's events per (meter, customer, minute), with each group's latest event: one pass
-over the batch; the minute, hour and day rows are then merged from these few rows."""
+"""A batch's rollups in one statement (each statement costs the writer a GIL hand-over): one
+pass over its events into per-(meter, customer, minute) groups, each with its latest event,
+then each group upserted into its minute, hour and day rows. Two minutes of one hour meet in
+the upsert itself (SQLite applies ON CONFLICT to rows the same statement inserted), which
+costs less than grouping them again first: 7.5 against 11.5 ms for 3,200 events."""
 
 
-def _merge_batch_minutes(size: int) -> str:
-    return (
-        f"INSERT INTO meter_rollups (meter_seq, customer, size, bucket, {ROLLUP_VALUES}) "
-        f"SELECT meter_seq, customer, {size}, bucket, n, total, lts, lseq, lvalue FROM ("
-        f"SELECT meter_seq, customer, bucket - bucket % {size} AS bucket, sum(n) AS n, "
-        "sum(total) AS total, max(latest_key), latest_ts AS lts, latest_seq AS lseq, "
-        "latest_value AS lvalue FROM temp.batch_minutes "
-        f"GROUP BY meter_seq, customer, bucket - bucket % {size} "
-        "ORDER BY meter_seq, customer, 3"
-        ") WHERE true "
-        "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
-        f"event_count = event_count + excluded.event_count, total = {_SAFE_ADD}, "
-        f"latest_ts = CASE WHEN {_NEWER} THEN excluded.latest_ts ELSE latest_ts END, "
-        f"latest_seq = CASE WHEN {_NEWER} THEN excluded.latest_seq ELSE latest_seq END, "
-        f"latest_value = CASE WHEN {_NEWER} THEN excluded.latest_value ELSE latest_value END"
-    )
-
-
-_MERGE_BATCH_MINUTES = [_merge_batch_minutes(size) for size in (MINUTE, HOUR, DAY)]
-
-
-_CHUNK_SIZES = (256, 64, 16, 4, 1)
-
-
-def _chunks(count: int) -> list[int]:
-    """``count`` rows as multi-row INSERTs of a few fixed sizes, so that their statements are
-    prepared once and cached (256 rows of 8 values stay under SQLite's 32,766 parameters)."""
-    sizes = []
-    for size in _CHUNK_SIZES:
-        whole, count = divmod(count, size)
-        sizes += [size] * whole
-    return sizes
-
-
-_INSERT_EVENTS = {
-    size: "INSERT INTO meter_events (meter_seq, customer, ts, value, identifier, created, "
-    "recount_bucket) VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * size)
-    for size in _CHUNK_SIZES
-}
+_INSERT_EVENTS_JSON = (
+    "INSERT INTO meter_events (seq, meter_seq, customer, ts, value, identifier, created, "
+    "recount_bucket) SELECT ?1 + key, value ->> 0, value ->> 1, value ->> 2, value ->> 3, "
+    "value ->> 4, value ->> 5, value ->> 6 FROM json_each(?2)"
+)
+_BLOCK_ROWS = 1024
 _EVENT_WIDTH = 7
+_INSERT_EVENT_BLOCK = (
+    "INSERT INTO meter_events (meter_seq, customer, ts, value, identifier, created, "
+    "recount_bucket) VALUES (?, ?, ?, ?, ?, ?, ?)" + ", (?, ?, ?, ?, ?, ?, ?)" * (_BLOCK_ROWS - 1)
+)
+"""Sequence numbers are SQLite's own here (one more than the largest, row after row): the
+writer is alone, so they run on from ``first_seq``."""
 _EVENT_FIELDS = itemgetter(slice(0, _EVENT_WIDTH))
 """A :data:`NewEvent`'s columns in ``meter_events`` (the rest says whose identifier it is)."""
 
