@@ -104,6 +104,8 @@ def test_hashes_outside_int64_are_refused() -> None:
     index = IdentifierIndex()
     with pytest.raises(OverflowError):
         index.add([2**63], [1])
+    assert index.lookup([-(2**63) - 1]) == {}  # an empty index answers without looking
+    index.add([5], [1])
     with pytest.raises(OverflowError):
         index.lookup([-(2**63) - 1])
 

@@ -135,9 +135,9 @@ class IdentifierIndex:
 
         Only the queries that pass the filter (hits, and 0.5-3% of misses) reach Python code.
         """
-        keys = _mix(_int64s(hashes))
-        if not self._size or not len(keys):
+        if not self._size or not len(hashes):
             return {}
+        keys = _mix(_int64s(hashes))
         maybe = np.flatnonzero(_maybe_present(self._filter, keys))
         if not len(maybe):
             return {}
