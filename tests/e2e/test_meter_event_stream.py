@@ -911,3 +911,87 @@ def test_a_malformed_event_is_named_in_the_message(server: RunningServer, sessio
     answer = post_raw(server.base_url, json.dumps(body), session.authentication_token)
     assert answer.status_code == 400
     assert "events[1][payload][value]" in answer.json()["error"]["message"]
+
+
+# --- the stream served ahead of the router ----------------------------------------------------
+
+
+def test_the_stream_keeps_what_every_endpoint_does(
+    server: RunningServer, shared: stripe.StripeClient, session: Any
+) -> None:
+    """POST /v2/billing/meter_event_stream is served on plain ASGI ahead of Starlette
+    (``StreamFastPath``); the headers, metrics and method rules of every other endpoint hold."""
+    from tests.e2e.test_operations import metric
+
+    meter = new_meter(shared)
+    token = session.authentication_token
+    before = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    body = json.dumps({"events": [event(meter.event_name, identifier=unique("fast"))]})
+    answer = post_raw(server.base_url, body, token, **{"Stripe-Version": "2025-09-30.preview"})
+    assert answer.status_code == 200 and answer.content == b"{}"
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["request-id"].startswith("req_")
+    assert answer.headers["stripe-version"] == "2025-09-30.preview"
+    bad = post_raw(server.base_url, b'{"events": [', token)
+    assert bad.status_code == 400 and bad.headers["request-id"].startswith("req_")
+    assert bad.json()["error"]["type"] == "invalid_request_error"
+    after = httpx.get(f"{server.base_url}/metrics", timeout=10).text
+    for status in ("200", "400"):
+        labels = {"route": STREAM, "method": "POST", "status": status}
+        grew = metric(after, "meterd_http_requests_total", **labels) - metric(
+            before, "meterd_http_requests_total", **labels
+        )
+        assert grew >= 1, status
+    for method in ("GET", "PUT", "DELETE"):
+        refused = httpx.request(
+            method, server.base_url + STREAM, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert refused.status_code == 405, method
+        assert refused.headers["allow"] == "POST"
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+    assert total(shared, meter.id) == 1
+
+
+def test_a_stream_body_sent_in_pieces_is_read_whole(
+    server: RunningServer, shared: stripe.StripeClient, session: Any
+) -> None:
+    meter = new_meter(shared)
+    body = json.dumps(
+        {"events": [event(meter.event_name, identifier=unique(f"piece{n}")) for n in range(40)]}
+    ).encode()
+
+    def pieces() -> Iterator[bytes]:
+        for start in range(0, len(body), 97):
+            yield body[start : start + 97]
+
+    answer = httpx.post(
+        server.base_url + STREAM,
+        content=pieces(),
+        headers={
+            "Authorization": f"Bearer {session.authentication_token}",
+            "Content-Type": "application/json",
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    assert total(shared, meter.id) == 40
+
+
+def test_a_client_gone_mid_body_stores_nothing_and_the_server_goes_on(
+    server: RunningServer, shared: stripe.StripeClient, stream: stripe.StripeClient, session: Any
+) -> None:
+    import socket
+
+    meter = new_meter(shared)
+    body = json.dumps({"events": [event(meter.event_name, identifier=unique("gone"))]}).encode()
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw_socket:
+        raw_socket.sendall(
+            f"POST {STREAM} HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {session.authentication_token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[: len(body) // 2]
+        )
+        time.sleep(0.2)
+    time.sleep(0.3)
+    send(stream, [event(meter.event_name, identifier=unique("after"))])
+    assert total(shared, meter.id) == 1
