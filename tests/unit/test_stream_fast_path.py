@@ -52,3 +52,14 @@ def test_everything_else_goes_to_the_app_behind() -> None:
     refused = client.get(STREAM_PATH)
     assert refused.status_code == 405
     assert refused.headers["allow"] == "POST"
+
+
+def test_without_the_fast_path_the_route_answers_the_same() -> None:
+    """Starlette alone (no ``StreamFastPath`` in front) routes POSTs to the same code."""
+    meter_event_stream._sessions.clear()
+    app = Starlette(routes=meter_event_stream.routes)
+    app.state.store = BrokenStore()
+    app.state.settings = Settings()
+    answer = TestClient(app).post(STREAM_PATH, content=b"{}")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["type"] == "invalid_request_error"

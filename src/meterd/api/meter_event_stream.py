@@ -167,9 +167,13 @@ def submissions(scope: Scope, params: StreamParams, now: int) -> list[EventSubmi
 
 
 async def stream(request: Request) -> Response:
-    """Answers only what :class:`StreamFastPath` leaves to Starlette (none: it takes every
-    POST); the route is here so that other methods get 405 and metrics see its template."""
-    raise RuntimeError("POST /v2/billing/meter_event_stream is served by StreamFastPath")
+    """The stream through Starlette, for an app without :class:`StreamFastPath` in front (which
+    takes every POST before it gets here); the route also gives other methods their 405."""
+    try:
+        answer = await store_batch(request.scope, request.receive, request.app.state)
+    except StripeError as error:
+        return error_response(error, "v2")
+    return Response(answer or b"", media_type="application/json")
 
 
 async def store_batch(asgi_scope: AsgiScope, receive: Receive, state: State) -> bytes | None:
