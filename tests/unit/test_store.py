@@ -785,3 +785,50 @@ def test_pruned_identifiers_can_be_used_again_and_recent_ones_cannot(
 
 
 DAY = 86400
+
+
+# appending events -----------------------------------------------------------------------------
+
+
+AWKWARD = ['q"uote', "back\\slash", "caf\u00e9 \u2603", "tab\there", "x" * 100, "'", "[1,2]"]
+
+
+@pytest.mark.parametrize("count", [1, 1023, 1024, 2500])
+def test_a_batch_of_any_size_is_stored_row_for_row(store: Store, scope: Scope, count: int) -> None:
+    """SQLite appends whole blocks of rows as bound parameters and the rest as JSON text: every
+    size, and strings JSON must escape, come back exactly, with rollups that add up."""
+    run(store.insert_meter(meter(scope, "calls")))
+    now = int(time.time())
+    batch = [
+        EventSubmission(
+            scope=scope,
+            event_name="calls",
+            identifier=f"{AWKWARD[n % len(AWKWARD)]}-{n}",
+            payload={"stripe_customer_id": AWKWARD[n % 3], "value": str(n % 7)},
+            timestamp=now - n % 120,
+            created=now,
+            origin="stream",
+        )
+        for n in range(count)
+    ]
+    outcomes = run(store.transact(partial(ingest, batch=batch)))
+    assert outcomes == [Accepted()] * count
+    stored = run(store.transact(lambda tx: tx.all_events(0, count + 1)))
+    assert [(e.identifier, e.customer, e.ts, e.value, e.created) for e in stored] == [
+        (
+            b.identifier,
+            b.payload["stripe_customer_id"],
+            b.timestamp,
+            (int(b.payload["value"]) or 0) * 10**12,
+            now,
+        )
+        for b in batch
+    ]
+    assert [e.seq for e in stored] == list(range(stored[0].seq, stored[0].seq + count))
+    rollups = run(store.transact(lambda tx: tx.all_rollups()))
+    for size in (60, 3600, 86400):
+        rows = [r for key, r in rollups.items() if key.size == size]
+        assert sum(r.count for r in rows) == count, size
+        assert sum(r.total for r in rows) == sum(n % 7 for n in range(count)) * 10**12, size
+    again = run(store.transact(partial(ingest, batch=batch[:3])))
+    assert again == [Duplicate()] * min(count, 3), "the stored rows are the identifiers' records"
