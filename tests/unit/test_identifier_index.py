@@ -6,6 +6,7 @@ import random
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from unittest import mock
 
 import numpy as np
@@ -260,3 +261,30 @@ def test_the_index_agrees_with_a_dict_of_lists(
                 case ("drop_below", float() as fraction):
                     model.drop_below(round(model.next_row * fraction))
             model.lookup([*POOL, *model.rows])
+
+
+def test_runs_stop_merging_at_the_cap_and_everything_is_still_found() -> None:
+    """A merge costs time in proportion to its output, paid between two batches: runs stop
+    merging at ``MAX_RUN_KEYS``, so no merge grows with the number of identifiers held."""
+    model = Model()
+    merged: list[int] = []
+    real_merge = identifier_index._merge
+
+    def counting_merge(older: Any, newer: Any) -> Any:
+        merged.append(len(older.keys) + len(newer.keys))
+        return real_merge(older, newer)
+
+    with (
+        mock.patch.object(identifier_index, "MAX_RUN_KEYS", 1000),
+        mock.patch.object(identifier_index, "_merge", counting_merge),
+    ):
+        for seed in range(60):
+            model.add(random_hashes(97, seed))
+            model.lookup(random_hashes(50, seed))
+        sizes = [len(run.keys) for run in model.index._runs]
+        model.lookup_everything()
+        model.lookup(random_hashes(500, seed=99))
+        model.drop_below(3000)
+        model.lookup_everything()
+    assert merged and max(merged) <= 1000
+    assert max(sizes) <= 1000 and len(sizes) <= 2 * 5820 // 1000 + 8, sizes

@@ -11,8 +11,9 @@ The index is an LSM held in numpy arrays: 16 bytes per entry for keys and rows, 
 the filter, 1/8 for the fences, and room for runs to grow into (untouched until a merge uses it).
 
 - each ``add`` becomes one sorted *run* (keys ascending, rows alongside). While the newest run
-  is at least half the size of the one before it, the two are merged, so run sizes fall
-  geometrically: O(log n) runs, each entry rewritten O(log n) times. A merge writes into the
+  is at least half the size of the one before it, the two are merged (up to
+  ``MAX_RUN_KEYS``), so run sizes fall geometrically: O(log n) runs below the cap, plus at most
+  two per ``MAX_RUN_KEYS`` entries, each entry rewritten O(log n) times. A merge writes into the
   older run's buffers (allocated with room to double) block by block from the end, so it needs
   no temporary copy of the index, and mostly reuses memory the process already touched.
 - a binary search (``numpy.searchsorted``) waits on memory at every step: over a run of 10M
@@ -40,6 +41,12 @@ Positions = npt.NDArray[np.intp]
 
 MERGE_RATIO = 2
 """Merge the newest run into the one before it while ``MERGE_RATIO * newer >= older``."""
+
+MAX_RUN_KEYS = 1 << 20
+"""Runs stop merging at this size. A merge costs time in proportion to its output, and it
+runs on the writer between two batches, while every request waits: unbounded, merging into
+one run of 5 million identifiers took 313 ms. Past the cap, runs only add a few small array
+operations to each batch's lookups (for the keys the filter lets through)."""
 
 BLOCK = 1 << 16
 """Entries merged, compacted or filtered per step: few enough to stay in cache."""
@@ -121,7 +128,11 @@ class IdentifierIndex:
         runs = self._runs
         runs.append(_run(keys, run_rows, len(keys), min_row, max_row))
         self._size += len(keys)
-        while len(runs) > 1 and MERGE_RATIO * len(runs[-1].keys) >= len(runs[-2].keys):
+        while (
+            len(runs) > 1
+            and MERGE_RATIO * len(runs[-1].keys) >= len(runs[-2].keys)
+            and len(runs[-1].keys) + len(runs[-2].keys) <= MAX_RUN_KEYS
+        ):
             newer = runs.pop()
             runs[-1] = _merge(runs[-1], newer)
         if self._filter_load + len(keys) > len(self._filter) * 64 // FILTER_MIN_BITS_PER_ENTRY:
