@@ -256,7 +256,7 @@ _ADD_EVENT_ROLLUPS = (
 pass over its events into per-(meter, customer, minute) groups, each with its latest event,
 then each group upserted into its minute, hour and day rows. Two minutes of one hour meet in
 the upsert itself (SQLite applies ON CONFLICT to rows the same statement inserted), which
-costs less than grouping them again first: 7.5 against 11.5 ms for 3,200 events."""
+costs less than grouping them again first: 5.9 against 11.5 ms for 3,200 events."""
 
 
 _INSERT_EVENTS_JSON = (
