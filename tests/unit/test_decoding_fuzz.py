@@ -18,6 +18,7 @@ param names), so that they keep guarding everything else. The end-to-end counter
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -696,31 +697,19 @@ BAD_UTF8_BODIES = {
 }
 
 
-@pytest.mark.parametrize("body", list(DEEP_BODIES.values()), ids=list(DEEP_BODIES))
-def test_bug_json_object_deep_nesting(body: bytes) -> None:
+BROKEN_BODIES = {
+    **{f"deep-{name}": body for name, body in DEEP_BODIES.items()},
+    **{f"utf8-{name}": body for name, body in BAD_UTF8_BODIES.items()},
+}
+
+
+@pytest.mark.parametrize("decode", [json_object, stream_params], ids=["json_object", "stream"])
+@pytest.mark.parametrize("body", list(BROKEN_BODIES.values()), ids=list(BROKEN_BODIES))
+def test_bug_deep_nesting_and_invalid_utf8_are_clean_400s(
+    decode: Callable[[bytes], object], body: bytes
+) -> None:
     with pytest.raises(InvalidRequestError) as info:
-        json_object(body)
-    assert_clean_400(info.value)
-
-
-@pytest.mark.parametrize("body", list(DEEP_BODIES.values()), ids=list(DEEP_BODIES))
-def test_bug_stream_params_deep_nesting(body: bytes) -> None:
-    with pytest.raises(InvalidRequestError) as info:
-        stream_params(body)
-    assert_clean_400(info.value)
-
-
-@pytest.mark.parametrize("body", list(BAD_UTF8_BODIES.values()), ids=list(BAD_UTF8_BODIES))
-def test_bug_json_object_invalid_utf8_in_a_string(body: bytes) -> None:
-    with pytest.raises(InvalidRequestError) as info:
-        json_object(body)
-    assert_clean_400(info.value)
-
-
-@pytest.mark.parametrize("body", list(BAD_UTF8_BODIES.values()), ids=list(BAD_UTF8_BODIES))
-def test_bug_stream_params_invalid_utf8_in_a_string(body: bytes) -> None:
-    with pytest.raises(InvalidRequestError) as info:
-        stream_params(body)
+        decode(body)
     assert_clean_400(info.value)
 
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from starlette.datastructures import State
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive
@@ -166,21 +166,18 @@ async def read_params(request: Request, version: ApiVersion, max_body_bytes: int
 
 async def read_body(request: Request, max_body_bytes: int) -> bytes:
     """The request body, refused with 413 as soon as it passes ``max_body_bytes``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
-        raise _too_large(max_body_bytes)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_body_bytes:
-            raise _too_large(max_body_bytes)
-    return bytes(body)
+    declared = request.headers.get("content-length", "").encode("latin-1")
+    body = await receive_body(request.receive, declared, max_body_bytes)
+    if body is None:
+        raise ClientDisconnect()
+    return body
 
 
 async def receive_body(
     receive: Receive, content_length: bytes | None, max_body_bytes: int
 ) -> bytes | None:
-    """:func:`read_body` straight from ASGI messages; None if the client went away."""
+    """The body straight from ASGI messages, refused with 413 as soon as it passes
+    ``max_body_bytes``; None if the client went away."""
     declared = content_length or b""
     if declared.isdigit() and int(declared) > max_body_bytes:
         raise _too_large(max_body_bytes)

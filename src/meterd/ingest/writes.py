@@ -167,57 +167,43 @@ def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Asses
             last_scope, last_name = scope, name
         # identifier_hash, inlined: the same tuple hash.
         hashes.append(hash((scope.account_id, scope.livemode, event.identifier)))
+        ts = event.timestamp
+        now = event.created
+        counted = False
         if rule is not None:
             meter_seq, customer_key, value_key, leaf = rule[1:]
-            ts = event.timestamp
-            now = event.created
             payload = event.payload
-            customer = payload.get(customer_key)
+            customer = payload.get(customer_key) or ""
             value: int | None = None
             if value_key is not None:
                 raw = payload.get(value_key)
                 if raw is not None and len(raw) <= 7 and raw.isascii() and raw.isdigit():
                     value = int(raw) * scale
-            if (
+            counted = bool(
                 customer
                 and (value is not None or value_key is None)
                 and now - PAST_WINDOW_SECONDS <= ts <= now + FUTURE_WINDOW_SECONDS
-            ):
-                if value is not None:
-                    total += value
-                verdicts.append(
-                    (
-                        meter_seq,
-                        customer,
-                        ts,
-                        value,
-                        event.identifier,
-                        now,
-                        None if leaf is None else ts - ts % leaf,
-                        scope.account_id,
-                        scope.livemode,
-                    )
-                )
+            )
+        if not counted:
+            found = meters[(scope, name)]
+            verdict = assess(event, found[0] if found else None, now)
+            if verdict.__class__ is not Counted:
+                verdicts.append(verdict)  # type: ignore[arg-type]
+                plain = False
                 continue
-        found = meters[(scope, name)]
-        verdict = assess(event, found[0] if found else None, event.created)
-        if verdict.__class__ is not Counted:
-            verdicts.append(verdict)  # type: ignore[arg-type]
-            plain = False
-            continue
-        assert found is not None and isinstance(verdict, Counted)
-        meter_seq, leaf = found[1], _leaf(found[0])
-        ts = event.timestamp
-        if verdict.value is not None:
-            total += verdict.value
+            assert found is not None and isinstance(verdict, Counted)
+            meter_seq, leaf = found[1], _leaf(found[0])
+            customer, value = verdict.customer, verdict.value
+        if value is not None:
+            total += value
         verdicts.append(
             (
                 meter_seq,
-                verdict.customer,
+                customer,
                 ts,
-                verdict.value,
+                value,
                 event.identifier,
-                event.created,
+                now,
                 None if leaf is None else ts - ts % leaf,
                 scope.account_id,
                 scope.livemode,
