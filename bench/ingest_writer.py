@@ -5,7 +5,7 @@ Run: ``.venv/bin/python bench/ingest_writer.py [--events 200000] [--batch 3200] 
 Prints events/s and the time per event of each SQL statement. ``--busy`` runs a Python thread
 that never sleeps beside it, as the event loop is when it parses requests: then every
 statement the writer runs costs a GIL hand-over, which is what the switch interval (``meterd
-serve`` sets 0.5 ms) and the number of statements per batch decide. ``--switch S`` sets it.
+serve`` sets 20 µs) and the number of statements per batch decide. ``--switch S`` sets it.
 """
 
 from __future__ import annotations

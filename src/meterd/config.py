@@ -14,13 +14,17 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_QUEUED_EVENTS = 100_000
 DEFAULT_SESSION_LIFETIME_SECONDS = sessions.DEFAULT_LIFETIME_SECONDS
 
-GIL_SWITCH_SECONDS = 0.0005
+GIL_SWITCH_SECONDS = 0.00002
 """How long a thread may wait for the GIL before it asks for it (Python's default: 5 ms).
 
-The store's writer thread gives the GIL up for every SQL statement and needs it back after;
-while the event loop is busy parsing requests, each of those waits cost up to the switch
-interval. Measured in the stream issue: with a busy second thread, ingest went from 12,500 to
-about 45,000 events/s at 0.5 ms; through the real server, the stream gained 10-20%."""
+The store's writer thread gives the GIL up for every SQL statement and for every numpy call
+on a batch's identifiers (some 60 a batch), and needs it back after; while the event loop is
+busy parsing requests, each of those waits costs up to the switch interval, and the writer's
+turn is what every stream request waits for. Measured on the stream bench (fresh server per
+arm, 8 windows of 8 s each, arms alternating): at 64 connections 129,000 events/s at 0.5 ms,
+140,000 at 0.2 ms, 146,000 at 0.1 ms, 153,000-160,000 at 50 µs, 174,000 at 20 µs and
+168,000-175,000 at 10 and 5 µs; at 32 connections 116,000 at 0.5 ms and 132,000 at 20 µs.
+The v1 events and meters API benches did not change beyond their run-to-run spread."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
