@@ -45,7 +45,7 @@ class TimedConnection:
         try:
             return self.conn.execute(sql, *args)
         finally:
-            self.spent[sql[:60]] += time.perf_counter() - began
+            self.spent[sql[:90]] += time.perf_counter() - began
 
     @contextlib.contextmanager
     def copy(self, sql: str) -> Iterator[Any]:
@@ -54,7 +54,7 @@ class TimedConnection:
             with self.conn.copy(sql) as copy:
                 yield copy
         finally:
-            self.spent[sql[:60]] += time.perf_counter() - began
+            self.spent[sql[:90]] += time.perf_counter() - began
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.conn, name)

@@ -397,7 +397,7 @@ def _store_counted(
     first = tx.next_event_seq()
     tx.append_events(first, summed + folded, hashes)
     if summed:
-        tx.add_event_rollups(first, first + len(summed))
+        tx.add_event_rollups(first, first + len(summed), assessed.total)
     if folded:
         _fold_rollups(tx, assessed.meters, first + len(summed), folded)
 

@@ -182,11 +182,13 @@ class EventTransaction(Protocol):
         """False only if none of these identifier hashes was received in the last 24 hours,
         and none repeats in ``hashes`` (a cheap check that lets a batch skip per-event dedup)."""
 
-    def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
+    def add_event_rollups(self, first_seq: int, end_seq: int, total: int) -> None:
         """Fold the raw events ``first_seq <= seq < end_seq`` into their rollups, in the database.
 
         Only for meters without an event_time_window, and events whose values sum below 2^62
-        (the caller checks); the rows' latest event is kept for meters that track it.
+        (the caller checks; ``total`` bounds their sum); the rows' latest event is kept for
+        meters that track it. Every read of rollups sees them, though a store may bring coarse
+        rows up to date later in the writer's own time (SQLite does).
         """
 
     def event(self, seq: int) -> RawEvent: ...

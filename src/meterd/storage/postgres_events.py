@@ -94,7 +94,7 @@ class PostgresEventTransaction(SQLEventTransaction):
         last = first_seq + len(events) - 1
         self.conn.execute("SELECT setval('meter_events_seq', ?)", (last,))
 
-    def add_event_rollups(self, first_seq: int, end_seq: int) -> None:
+    def add_event_rollups(self, first_seq: int, end_seq: int, total: int) -> None:
         """One pass over the batch into per-minute groups (a temporary table), then one upsert
         per rollup size from those few rows. The latest event of each group is only worked out
         when the batch holds events of meters that keep it."""

@@ -288,20 +288,22 @@ class SQLStore(ABC):
     async def read_rollups(
         self, meter: Meter, customer: str, spans: Sequence[tuple[int, int, int]]
     ) -> list[tuple[int, int, Rollup]]:
-        def run(conn: Connection) -> list[tuple[int, int, Rollup]]:
-            meter_seq = self._meter_seq(conn, meter)
-            found: list[tuple[int, int, Rollup]] = []
-            for size, first, end in spans:
-                rows = conn.execute(
-                    "SELECT bucket, event_count, total, latest_ts, latest_seq, latest_value "
-                    "FROM meter_rollups WHERE meter_seq = ? AND customer = ? AND size = ? "
-                    "AND bucket >= ? AND bucket < ?",
-                    (meter_seq, customer, size, first, end),
-                ).fetchall()
-                found.extend((size, row[0], sql_rows.rollup_from_row(row[1:])) for row in rows)
-            return found
+        return await self._read(self._rollup_rows, meter, customer, spans)
 
-        return await self._read(run)
+    def _rollup_rows(
+        self, conn: Connection, meter: Meter, customer: str, spans: Sequence[tuple[int, int, int]]
+    ) -> list[tuple[int, int, Rollup]]:
+        meter_seq = self._meter_seq(conn, meter)
+        found: list[tuple[int, int, Rollup]] = []
+        for size, first, end in spans:
+            rows = conn.execute(
+                "SELECT bucket, event_count, total, latest_ts, latest_seq, latest_value "
+                "FROM meter_rollups WHERE meter_seq = ? AND customer = ? AND size = ? "
+                "AND bucket >= ? AND bucket < ?",
+                (meter_seq, customer, size, first, end),
+            ).fetchall()
+            found.extend((size, row[0], sql_rows.rollup_from_row(row[1:])) for row in rows)
+        return found
 
     async def list_error_reports(
         self, scope: Scope, limit: int, after: str | None, where: ReportFilter

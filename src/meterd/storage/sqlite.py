@@ -10,17 +10,20 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from meterd.keys import ApiKey
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
+from meterd.metering.meters import Meter
+from meterd.metering.rollups import Rollup
 from meterd.storage import migrations
 from meterd.storage.base import EventTransaction, identifier_hash
 from meterd.storage.sql_store import SQLStore, find_api_key, prune_identifier_log
 from meterd.storage.sqlite_events import (
+    DeferredRollups,
     RecentIdentifiers,
     SQLiteEventTransaction,
     register_functions,
@@ -42,6 +45,7 @@ class SQLiteStore(SQLStore):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterd-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._identifiers = RecentIdentifiers()
+        self._deferred = DeferredRollups()
         self._reader: sqlite3.Connection | None = None
 
     @classmethod
@@ -88,12 +92,30 @@ class SQLiteStore(SQLStore):
             raise
         conn.execute("COMMIT")
 
-    def _event_transaction(self, conn: sqlite3.Connection) -> EventTransaction:
-        return SQLiteEventTransaction(conn, self._identifiers)
+    def _event_transaction(self, conn: sqlite3.Connection) -> SQLiteEventTransaction:
+        return SQLiteEventTransaction(conn, self._identifiers, self._deferred)
 
     def _committed(self, tx: EventTransaction) -> None:
         assert isinstance(tx, SQLiteEventTransaction)
         self._identifiers.take(tx)
+        self._deferred.took(tx)
+
+    async def read_rollups(
+        self, meter: Meter, customer: str, spans: Sequence[tuple[int, int, int]]
+    ) -> list[tuple[int, int, Rollup]]:
+        """Deferred hour and day rows are folded first, in the same turn of the one thread
+        that writes, so that no batch can commit between the fold and the read."""
+
+        def run() -> list[tuple[int, int, Rollup]]:
+            if self._deferred.pending:
+                with self._tx() as conn:
+                    tx = self._event_transaction(conn)
+                    tx.fold_deferred_rollups()
+                self._committed(tx)
+            with self._connection() as conn:
+                return self._rollup_rows(conn, meter, customer, spans)
+
+        return await self._run(run)
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -105,6 +127,12 @@ class SQLiteStore(SQLStore):
         self._conn = conn
         self._migrate()
         self._load_identifiers()
+        waiting = conn.execute(
+            "SELECT count(*), coalesce(sum(end_seq - first_seq), 0) FROM deferred_rollups"
+        ).fetchone()
+        self._deferred.pending = waiting[0] > 0
+        self._deferred.since = time.monotonic()
+        self._deferred.events = int(waiting[1])
 
     def _load_identifiers(self) -> None:
         """Rebuild the in-memory identifier indexes: the raw events of the last 24 hours (and

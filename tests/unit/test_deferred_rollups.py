@@ -1,0 +1,204 @@
+"""SQLite defers a batch's hour and day rollups (``deferred_rollups``): nothing that reads or
+rewrites rollups may see them wait. Exactness over many random histories is in
+tests/property; here each way a deferred range is folded, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Coroutine, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from meterd import keys
+from meterd.ingest.writes import RollupsChecked, cancel, check_rollups, ingest
+from meterd.metering.events import EventSubmission
+from meterd.metering.meters import Meter, new_meter
+from meterd.metering.rollups import DAY, HOUR, MINUTE, SQL_SUM_LIMIT
+from meterd.scope import Scope
+from meterd.storage import sqlite_events
+from meterd.storage.sqlite import SQLiteStore
+from meterd.storage.sqlite_events import _fold_chunks
+
+T = TypeVar("T")
+
+NOW = 1_700_000_000 - 1_700_000_000 % DAY + 5 * HOUR
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@pytest.fixture(autouse=True)
+def defer_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These batches hold one customer: deferring is for batches of many (``DEFER_ABOVE``)."""
+    monkeypatch.setattr(sqlite_events, "DEFER_ABOVE", 0.0)
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "meterd.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[SQLiteStore]:
+    opened = run(SQLiteStore.open(str(path)))
+    yield opened
+    run(opened.close())
+
+
+@pytest.fixture
+def scope(store: SQLiteStore) -> Scope:
+    account = keys.new_account(NOW)
+    key, _ = keys.new_api_key(account.id, livemode=False, now=NOW)
+    run(store.create_account(account, key))
+    return Scope(account.id, livemode=False)
+
+
+def add_meter(store: SQLiteStore, scope: Scope, name: str, **fields: Any) -> Meter:
+    meter = new_meter(
+        scope,
+        display_name=name,
+        event_name=name,
+        formula=fields.get("formula", "sum"),
+        customer_key=None,
+        value_key=None,
+        event_time_window=fields.get("event_time_window"),
+        now=NOW,
+    )
+    run(store.insert_meter(meter))
+    return meter
+
+
+def send(store: SQLiteStore, scope: Scope, events: list[tuple[str, str, int, int]]) -> None:
+    """(event name, identifier, seconds after NOW, value) -> one batch, all counted."""
+    batch = [
+        EventSubmission(
+            scope=scope,
+            event_name=name,
+            identifier=identifier,
+            payload={"stripe_customer_id": "cus_1", "value": str(value)},
+            timestamp=NOW + offset,
+            created=NOW + 2 * HOUR,
+            origin="stream",
+        )
+        for name, identifier, offset, value in events
+    ]
+    run(store.transact(partial(ingest, batch=batch)))
+
+
+def waiting(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM deferred_rollups").fetchone()[0])
+
+
+def coarse_rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT count(*) FROM meter_rollups WHERE size > 60").fetchone()[0])
+
+
+def totals(store: SQLiteStore, meter: Meter) -> dict[int, tuple[int, int]]:
+    """(count, total in whole units) at each size, over the day around NOW."""
+    day = NOW - NOW % DAY
+    spans = [(MINUTE, day, day + DAY), (HOUR, day, day + DAY), (DAY, day, day + DAY)]
+    found: dict[int, tuple[int, int]] = {}
+    for size, _, row in run(store.read_rollups(meter, "cus_1", spans)):
+        count, total = found.get(size, (0, 0))
+        found[size] = (count + row.count, total + row.total // 10**12)
+    return found
+
+
+def assert_rollups_match_raw_events(store: SQLiteStore) -> None:
+    with pytest.raises(RollupsChecked) as checked:
+        run(store.transact(check_rollups))
+    assert checked.value.differing == []
+
+
+def test_a_read_folds_what_batches_deferred(store: SQLiteStore, scope: Scope, path: Path) -> None:
+    meter = add_meter(store, scope, "calls")
+    send(store, scope, [("calls", "a", 0, 2), ("calls", "b", 61, 3)])
+    send(store, scope, [("calls", "c", HOUR, 5)])
+    assert (waiting(path), coarse_rows(path)) == (2, 0), "the hour and day rows wait"
+    assert totals(store, meter) == {MINUTE: (3, 10), HOUR: (3, 10), DAY: (3, 10)}
+    assert (waiting(path), coarse_rows(path)) == (0, 3)
+
+
+def test_deferred_ranges_survive_a_restart(path: Path) -> None:
+    store = run(SQLiteStore.open(str(path)))
+    account = keys.new_account(NOW)
+    key, _ = keys.new_api_key(account.id, livemode=False, now=NOW)
+    run(store.create_account(account, key))
+    scope = Scope(account.id, livemode=False)
+    meter = add_meter(store, scope, "calls")
+    send(store, scope, [("calls", "a", 0, 7)])
+    run(store.close())
+    assert waiting(path) == 1
+    store = run(SQLiteStore.open(str(path)))
+    try:
+        assert totals(store, meter) == {MINUTE: (1, 7), HOUR: (1, 7), DAY: (1, 7)}
+    finally:
+        run(store.close())
+
+
+@pytest.mark.parametrize("formula", ["sum", "last"])
+def test_cancelling_a_deferred_event_folds_first(
+    store: SQLiteStore, scope: Scope, path: Path, formula: str
+) -> None:
+    """A sum subtracts the event from each row; a meter that keeps the latest event recounts
+    its rows from the rows under them: either would be wrong on a row still waiting."""
+    meter = add_meter(store, scope, "calls", formula=formula)
+    add_meter(store, scope, "windowed", event_time_window="hour")
+    send(store, scope, [("calls", "a", 0, 2), ("windowed", "w", 0, 1), ("calls", "b", 30, 3)])
+    send(store, scope, [("calls", "c", 90, 4), ("windowed", "x", 5, 1)])
+    assert waiting(path) == 2, "ranges apart: the windowed meter's events lie between them"
+    run(store.transact(partial(cancel, scope=scope, event_name="calls", identifier="c", now=NOW)))
+    assert waiting(path) == 0
+    expected = (2, 5) if formula == "sum" else (2, 3)
+    assert totals(store, meter)[HOUR] == totals(store, meter)[DAY]
+    assert totals(store, meter)[DAY][0] == expected[0]
+    if formula == "sum":
+        assert totals(store, meter)[DAY] == expected
+    assert_rollups_match_raw_events(store)
+
+
+def test_a_batch_folds_once_the_oldest_range_waited_long_enough(
+    store: SQLiteStore, scope: Scope, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_meter(store, scope, "calls")
+    send(store, scope, [("calls", "a", 0, 1)])
+    assert waiting(path) == 1
+    monkeypatch.setattr(sqlite_events, "FOLD_SECONDS", 0.0)
+    send(store, scope, [("calls", "b", 0, 1)])
+    assert (waiting(path), coarse_rows(path)) == (0, 2)
+    assert_rollups_match_raw_events(store)
+
+
+def test_a_batch_of_few_customers_per_event_rolls_up_every_level_at_once(
+    store: SQLiteStore, scope: Scope, path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    meter = add_meter(store, scope, "calls")
+    monkeypatch.setattr(sqlite_events, "DEFER_ABOVE", 0.4)
+    send(store, scope, [("calls", f"e{n}", n, 1) for n in range(3)])
+    assert (waiting(path), coarse_rows(path)) == (0, 2), "1 pair for 3 events: nothing waits"
+    send(store, scope, [("calls", "f", 0, 1)])
+    assert waiting(path) == 1, "1 pair for 1 event: its hour and day rows wait"
+    assert totals(store, meter) == {MINUTE: (4, 4), HOUR: (4, 4), DAY: (4, 4)}
+
+
+def test_check_rollups_sees_deferred_rows_folded(store: SQLiteStore, scope: Scope) -> None:
+    add_meter(store, scope, "calls")
+    for n in range(5):
+        send(store, scope, [("calls", f"e{n}", n * 700, n)])
+    assert_rollups_match_raw_events(store)
+
+
+def test_ranges_fold_together_only_when_adjacent_and_summable() -> None:
+    half = SQL_SUM_LIMIT // 2
+    assert _fold_chunks([]) == []
+    assert _fold_chunks([(1, 5, 0), (5, 9, 0), (12, 20, 0)]) == [(1, 9), (12, 20)]
+    assert _fold_chunks([(1, 5, half), (5, 9, half - 1), (9, 10, 1)]) == [(1, 9), (9, 10)]
+    big = sqlite_events._FOLD_CHUNK_EVENTS
+    assert _fold_chunks([(1, big, 0), (big, big + 2, 0)]) == [(1, big), (big, big + 2)]
