@@ -143,6 +143,22 @@ def test_deferred_ranges_survive_a_restart(path: Path) -> None:
         run(store.close())
 
 
+def test_another_process_reads_what_this_one_deferred(
+    store: SQLiteStore, scope: Scope, path: Path
+) -> None:
+    """``meterd usage`` opens the file beside ``meterd serve``: a range deferred after it
+    opened is folded before it reads, though its own process deferred nothing."""
+    meter = add_meter(store, scope, "calls")
+    other = run(SQLiteStore.open(str(path)))
+    try:
+        send(store, scope, [("calls", "a", 0, 4)])
+        assert waiting(path) == 1
+        assert totals(other, meter) == {MINUTE: (1, 4), HOUR: (1, 4), DAY: (1, 4)}
+        assert waiting(path) == 0
+    finally:
+        run(other.close())
+
+
 @pytest.mark.parametrize("formula", ["sum", "last"])
 def test_cancelling_a_deferred_event_folds_first(
     store: SQLiteStore, scope: Scope, path: Path, formula: str

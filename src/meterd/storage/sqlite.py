@@ -31,6 +31,8 @@ from meterd.storage.sqlite_events import (
 
 T = TypeVar("T")
 
+_ANY_DEFERRED = "SELECT EXISTS (SELECT 1 FROM deferred_rollups)"
+
 ARRIVAL_ORDER_MARGIN_SECONDS = 600
 """Raw events are in arrival order only give or take a commit: identifiers are kept this much
 longer than 24 hours, and lookups check the exact age."""
@@ -103,17 +105,25 @@ class SQLiteStore(SQLStore):
     async def read_rollups(
         self, meter: Meter, customer: str, spans: Sequence[tuple[int, int, int]]
     ) -> list[tuple[int, int, Rollup]]:
-        """Deferred hour and day rows are folded first, in the same turn of the one thread
-        that writes, so that no batch can commit between the fold and the read."""
+        """The rows are read in one snapshot in which no range of raw events waits for its hour
+        and day rows; any that wait are folded first. The snapshot, not this process's
+        :class:`DeferredRollups`, says what waits: another process on the same file
+        (``meterd serve`` beside ``meterd usage``) may defer a range at any time."""
 
         def run() -> list[tuple[int, int, Rollup]]:
-            if self._deferred.pending:
-                with self._tx() as conn:
-                    tx = self._event_transaction(conn)
+            conn = self._conn
+            assert conn is not None
+            while True:
+                conn.execute("BEGIN")
+                try:
+                    if not conn.execute(_ANY_DEFERRED).fetchone()[0]:
+                        return self._rollup_rows(conn, meter, customer, spans)
+                finally:
+                    conn.execute("COMMIT")
+                with self._tx() as locked:
+                    tx = self._event_transaction(locked)
                     tx.fold_deferred_rollups()
                 self._committed(tx)
-            with self._connection() as conn:
-                return self._rollup_rows(conn, meter, customer, spans)
 
         return await self._run(run)
 

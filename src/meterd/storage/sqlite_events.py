@@ -270,8 +270,10 @@ class SQLiteEventTransaction(SQLEventTransaction):
         self.deferred_events = 0
 
     def _fold_first(self) -> None:
-        """Before rollup rows are read or rewritten: no range may be waiting."""
-        if self.deferred_events or (self.deferred.pending and not self.folded):
+        """Before rollup rows are read or rewritten: no range may be waiting. The table is
+        asked, not just :class:`DeferredRollups`: another process (``meterd usage`` beside
+        ``meterd serve``) may have deferred a range since this one last looked."""
+        if self.deferred_events or not self.folded:
             self.fold_deferred_rollups()
 
     def rollup_range(
