@@ -1,5 +1,5 @@
-"""SQLite defers a batch's hour and day rollups (``deferred_rollups``): nothing that reads or
-rewrites rollups may see them wait. Exactness over many random histories is in
+"""SQLite defers a batch's rollups (``deferred_rollups``): nothing that reads or rewrites
+rollups may see them wait. Exactness over many random histories is in
 tests/property; here each way a deferred range is folded, on a real SQLite file."""
 
 from __future__ import annotations
@@ -30,12 +30,6 @@ NOW = 1_700_000_000 - 1_700_000_000 % DAY + 5 * HOUR
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
-
-
-@pytest.fixture(autouse=True)
-def defer_every_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """These batches hold one customer: deferring is for batches of many (``DEFER_ABOVE``)."""
-    monkeypatch.setattr(sqlite_events, "DEFER_ABOVE", 0.0)
 
 
 @pytest.fixture
@@ -95,9 +89,9 @@ def waiting(path: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM deferred_rollups").fetchone()[0])
 
 
-def coarse_rows(path: Path) -> int:
+def rollup_rows(path: Path) -> int:
     with sqlite3.connect(path) as conn:
-        return int(conn.execute("SELECT count(*) FROM meter_rollups WHERE size > 60").fetchone()[0])
+        return int(conn.execute("SELECT count(*) FROM meter_rollups").fetchone()[0])
 
 
 def totals(store: SQLiteStore, meter: Meter) -> dict[int, tuple[int, int]]:
@@ -121,9 +115,9 @@ def test_a_read_folds_what_batches_deferred(store: SQLiteStore, scope: Scope, pa
     meter = add_meter(store, scope, "calls")
     send(store, scope, [("calls", "a", 0, 2), ("calls", "b", 61, 3)])
     send(store, scope, [("calls", "c", HOUR, 5)])
-    assert (waiting(path), coarse_rows(path)) == (2, 0), "the hour and day rows wait"
+    assert (waiting(path), rollup_rows(path)) == (2, 0), "the rollups wait"
     assert totals(store, meter) == {MINUTE: (3, 10), HOUR: (3, 10), DAY: (3, 10)}
-    assert (waiting(path), coarse_rows(path)) == (0, 3)
+    assert (waiting(path), rollup_rows(path)) == (0, 6), "3 minutes, 2 hours, 1 day"
 
 
 def test_deferred_ranges_survive_a_restart(path: Path) -> None:
@@ -188,20 +182,8 @@ def test_a_batch_folds_once_the_oldest_range_waited_long_enough(
     assert waiting(path) == 1
     monkeypatch.setattr(sqlite_events, "FOLD_SECONDS", 0.0)
     send(store, scope, [("calls", "b", 0, 1)])
-    assert (waiting(path), coarse_rows(path)) == (0, 2)
+    assert (waiting(path), rollup_rows(path)) == (0, 3)
     assert_rollups_match_raw_events(store)
-
-
-def test_a_batch_of_few_customers_per_event_rolls_up_every_level_at_once(
-    store: SQLiteStore, scope: Scope, path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    meter = add_meter(store, scope, "calls")
-    monkeypatch.setattr(sqlite_events, "DEFER_ABOVE", 0.4)
-    send(store, scope, [("calls", f"e{n}", n, 1) for n in range(3)])
-    assert (waiting(path), coarse_rows(path)) == (0, 2), "1 pair for 3 events: nothing waits"
-    send(store, scope, [("calls", "f", 0, 1)])
-    assert waiting(path) == 1, "1 pair for 1 event: its hour and day rows wait"
-    assert totals(store, meter) == {MINUTE: (4, 4), HOUR: (4, 4), DAY: (4, 4)}
 
 
 def test_check_rollups_sees_deferred_rows_folded(store: SQLiteStore, scope: Scope) -> None:

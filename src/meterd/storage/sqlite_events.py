@@ -48,37 +48,30 @@ class RecentIdentifiers:
 
 
 FOLD_SECONDS = 0.1
-"""How long hour and day rollups may wait for a batch's events (reads never see them wait).
-The fold stalls the writer for its batch: folding every 0.5 s gave 4% more events/s than every
-0.1 s at 32 connections, and twice the p99 latency (86 against 42 ms)."""
+"""How long rollups may wait for a batch's events (reads never see them wait). A fold stalls
+the writer for its batch: with hour and day rows deferred, folding every 0.5 s gave 4% more
+events/s than every 0.1 s at 32 connections, and twice the p99 latency (86 against 42 ms)."""
 
 FOLD_EVENTS = 1 << 20
 """How many events they may wait for: bounds the time one fold takes."""
-
-DEFER_ABOVE = 0.4
-"""Defer a batch's hour and day rows when it holds more than this many distinct (meter,
-customer) pairs an event. Deferring saves two upserts per pair and minute, and the fold costs a
-second pass over the events; the stream bench (1,000 customers) gained at 0.5 pairs an event
-(32 connections: 129,000 -> 139,000 events/s) and lost at 0.3 (64 connections: 164,000 ->
-150,000 when every batch deferred; 159,000-161,000 with this rule, within the spread)."""
 
 _FOLD_CHUNK_EVENTS = 1 << 23
 """Events folded by one statement at most: :data:`_LATEST_KEY` numbers them in 24 bits."""
 
 
 class DeferredRollups:
-    """Whether hour and day rollups are waiting for ranges of raw events (the
-    ``deferred_rollups`` table), shared by the store's transactions.
+    """Whether rollups are waiting for ranges of raw events (the ``deferred_rollups`` table),
+    shared by the store's transactions.
 
-    A batch of many customers (see :data:`DEFER_ABOVE`) brings its minute rows up to date and
-    records its range; the ranges are folded into hour and day rows together, which makes one
-    upsert per (meter, customer, hour) out of what were two upserts per (meter, customer,
-    minute) in every batch. Measured with the writer alone (bench/ingest_writer.py, every batch
-    deferred), rollups cost 1.94 instead of 3.34 µs an event in batches of 1,600 events
-    (1,000 customers), the stream's batch size at 32 connections. Everything that reads or
-    rewrites rollup rows folds first (:meth:`SQLiteEventTransaction.fold_deferred_rollups`), so
-    nothing outside the writer sees a deferred row. Changed only after a transaction commits
-    (:meth:`took`).
+    A batch appends its raw rows and records their range; about every :data:`FOLD_SECONDS`
+    the waiting ranges are folded into their minute, hour and day rows in one statement. A
+    batch's upserts are per (meter, customer, minute) group, and a group gathers many more
+    events over a tenth of a second than in one batch: with 1,000 customers, the writer alone
+    (bench/ingest_writer.py) spent 0.77 µs an event on rollups in batches of 1,600 events (the
+    stream's at 32 connections) and 0.59 in batches of 3,200, against 3.34 and 1.87 when each
+    batch upserted its own. Everything that reads or rewrites rollup rows folds first
+    (:meth:`SQLiteEventTransaction.fold_deferred_rollups`), so nothing outside the writer sees
+    a row that waits. Changed only after a transaction commits (:meth:`took`).
     """
 
     def __init__(self) -> None:
@@ -107,11 +100,9 @@ class SQLiteEventTransaction(SQLEventTransaction):
         self.identifiers = identifiers
         self.deferred = deferred
         self.deferred_events = 0
-        """Events whose hour and day rollups this transaction deferred (and has not folded)."""
+        """Events whose rollups this transaction deferred (and has not folded)."""
         self.folded = False
         """Every range deferred before this transaction has been folded in it."""
-        self.pairs = 0
-        """Distinct (meter, customer) pairs among the events last appended."""
         self.appended: list[tuple[list[int], range]] = []
         """Identifier hashes of the counted events appended here, with their sequence numbers:
         the index takes them after COMMIT (see :meth:`RecentIdentifiers.take`)."""
@@ -234,23 +225,17 @@ class SQLiteEventTransaction(SQLEventTransaction):
             done = end
         if done < len(rows):
             self.conn.execute(_INSERT_EVENTS_JSON, (first_seq + done, _json(rows[done:])))
-        self.pairs = len(set(map(_METER_AND_CUSTOMER, events)))
         if hashes is None:
             hashes = [identifier_hash(e[7], e[8], e[4]) for e in events]
         self.appended.append((list(hashes), range(first_seq, first_seq + len(events))))
 
     def add_event_rollups(self, first_seq: int, end_seq: int, total: int) -> None:
-        """The minute rows now, and the hour and day rows too unless the batch holds many
-        customers (see :class:`DeferredRollups`)."""
-        if self.pairs > DEFER_ABOVE * (end_seq - first_seq):
-            self.conn.execute(_ADD_MINUTE_ROLLUPS, (first_seq, end_seq))
-            self.conn.execute(
-                "INSERT INTO deferred_rollups (first_seq, end_seq, total) VALUES (?, ?, ?)",
-                (first_seq, end_seq, total),
-            )
-            self.deferred_events += end_seq - first_seq
-        else:
-            self.conn.execute(_ADD_ALL_ROLLUPS, (first_seq, end_seq))
+        """Record the range; it is folded with the others (see :class:`DeferredRollups`)."""
+        self.conn.execute(
+            "INSERT INTO deferred_rollups (first_seq, end_seq, total) VALUES (?, ?, ?)",
+            (first_seq, end_seq, total),
+        )
+        self.deferred_events += end_seq - first_seq
         state = self.deferred
         if state.events + self.deferred_events >= FOLD_EVENTS or (
             state.pending and time.monotonic() - state.since >= FOLD_SECONDS
@@ -258,12 +243,12 @@ class SQLiteEventTransaction(SQLEventTransaction):
             self.fold_deferred_rollups()
 
     def fold_deferred_rollups(self) -> None:
-        """Bring the hour and day rows of every deferred range up to date."""
+        """Bring the rollups of every deferred range up to date."""
         ranges = self.conn.execute(
             "SELECT first_seq, end_seq, total FROM deferred_rollups ORDER BY first_seq"
         ).fetchall()
         for first, end in _fold_chunks(ranges):
-            self.conn.execute(_ADD_COARSE_ROLLUPS, (first, end))
+            self.conn.execute(_ADD_EVENT_ROLLUPS, (first, end))
         if ranges:
             self.conn.execute("DELETE FROM deferred_rollups")
         self.folded = True
@@ -382,9 +367,7 @@ def _rollups_statement(size: int, parents: tuple[int, ...]) -> str:
     )
 
 
-_ADD_ALL_ROLLUPS = _rollups_statement(MINUTE, (HOUR, DAY))
-_ADD_MINUTE_ROLLUPS = _rollups_statement(MINUTE, ())
-_ADD_COARSE_ROLLUPS = _rollups_statement(HOUR, (DAY,))
+_ADD_EVENT_ROLLUPS = _rollups_statement(MINUTE, (HOUR, DAY))
 
 
 def _fold_chunks(ranges: Sequence[tuple[int, int, int]]) -> list[tuple[int, int]]:
@@ -429,7 +412,6 @@ _INSERT_EVENT_BLOCKS = [(size, _insert_event_block(size)) for size in _BLOCK_SIZ
 writer is alone, so they run on from ``first_seq``."""
 _EVENT_FIELDS = itemgetter(slice(0, _EVENT_WIDTH))
 """A :data:`NewEvent`'s columns in ``meter_events`` (the rest says whose identifier it is)."""
-_METER_AND_CUSTOMER = itemgetter(0, 1)
 
 
 def _json(value: object) -> str:
