@@ -332,42 +332,39 @@ _SAFE_ADD = (
 
 
 _LATEST_KEY = "e.ts * 16777216 + (e.seq - ?1)"
-"""Orders a batch's events by (timestamp, arrival) in one integer: timestamps stay below 2^38
-and a batch below 2^24 events. SQLite takes a row's bare columns from the row that holds the
+"""Orders a fold's events by (timestamp, arrival) in one integer: timestamps stay below 2^38
+and a fold chunk below 2^24 events. SQLite takes a row's bare columns from the row that holds the
 max() of a grouped query, which gives each group's latest event without a second pass."""
 
 _NEWER = "(excluded.latest_ts, excluded.latest_seq) > (latest_ts, latest_seq)"
 
 
-def _rollups_statement(size: int, parents: tuple[int, ...]) -> str:
-    """Fold raw events ``?1 <= seq < ?2`` into rollups: one pass over them into
-    per-(meter, customer, ``size``) groups, each with its latest event, then each group upserted
-    into its own row and each of its ``parents``' rows. Groups of one parent meet in the upsert
-    itself (SQLite applies ON CONFLICT to rows the same statement inserted), which costs less
-    than grouping them again first: 5.9 against 11.5 ms for 3,200 events."""
-    each = " UNION ALL ".join(f"SELECT {s}" for s in parents)
-    each = f"SELECT {size} AS size" + (f" UNION ALL {each}" if each else "")
-    return (
-        "WITH groups AS MATERIALIZED ("
-        f"SELECT e.meter_seq, e.customer, e.ts - e.ts % {size} AS bucket, count(*) AS n, "
-        f"coalesce(sum(e.value), 0) AS total, max({_LATEST_KEY}), "
-        "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.ts END AS latest_ts, "
-        "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.seq END AS latest_seq, "
-        "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE coalesce(e.value, 0) END AS latest_value "
-        "FROM meter_events e WHERE e.seq >= ?1 AND e.seq < ?2 "
-        f"GROUP BY e.meter_seq, e.customer, e.ts - e.ts % {size}) "
-        f"INSERT INTO meter_rollups (meter_seq, customer, size, bucket, {ROLLUP_VALUES}) "
-        "SELECT g.meter_seq, g.customer, s.size, g.bucket - g.bucket % s.size, g.n, g.total, "
-        f"g.latest_ts, g.latest_seq, g.latest_value FROM groups g, ({each}) s WHERE true "
-        "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
-        f"event_count = event_count + excluded.event_count, total = {_SAFE_ADD}, "
-        f"latest_ts = CASE WHEN {_NEWER} THEN excluded.latest_ts ELSE latest_ts END, "
-        f"latest_seq = CASE WHEN {_NEWER} THEN excluded.latest_seq ELSE latest_seq END, "
-        f"latest_value = CASE WHEN {_NEWER} THEN excluded.latest_value ELSE latest_value END"
-    )
-
-
-_ADD_EVENT_ROLLUPS = _rollups_statement(MINUTE, (HOUR, DAY))
+_ADD_EVENT_ROLLUPS = (
+    "WITH minutes AS MATERIALIZED ("
+    "SELECT e.meter_seq, e.customer, e.ts - e.ts % 60 AS bucket, count(*) AS n, "
+    f"coalesce(sum(e.value), 0) AS total, max({_LATEST_KEY}), "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.ts END AS latest_ts, "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE e.seq END AS latest_seq, "
+    "CASE WHEN e.recount_bucket IS NULL THEN 0 ELSE coalesce(e.value, 0) END AS latest_value "
+    "FROM meter_events e WHERE e.seq >= ?1 AND e.seq < ?2 "
+    "GROUP BY e.meter_seq, e.customer, e.ts - e.ts % 60) "
+    f"INSERT INTO meter_rollups (meter_seq, customer, size, bucket, {ROLLUP_VALUES}) "
+    "SELECT m.meter_seq, m.customer, s.size, m.bucket - m.bucket % s.size, m.n, m.total, "
+    "m.latest_ts, m.latest_seq, m.latest_value "
+    f"FROM minutes m, (SELECT {MINUTE} AS size UNION ALL SELECT {HOUR} UNION ALL "
+    f"SELECT {DAY}) s WHERE true "
+    "ON CONFLICT (meter_seq, customer, size, bucket) DO UPDATE SET "
+    f"event_count = event_count + excluded.event_count, total = {_SAFE_ADD}, "
+    f"latest_ts = CASE WHEN {_NEWER} THEN excluded.latest_ts ELSE latest_ts END, "
+    f"latest_seq = CASE WHEN {_NEWER} THEN excluded.latest_seq ELSE latest_seq END, "
+    f"latest_value = CASE WHEN {_NEWER} THEN excluded.latest_value ELSE latest_value END"
+)
+"""Fold a range of raw events into rollups in one statement (each statement costs the writer
+a GIL hand-over): one pass over its events into per-(meter, customer, minute) groups, each
+with its latest event, then each group upserted into its minute, hour and day rows. Two
+minutes of one hour meet in the upsert itself (SQLite applies ON CONFLICT to rows the same
+statement inserted), which costs less than grouping them again first: 5.9 against 11.5 ms for
+3,200 events."""
 
 
 def _fold_chunks(ranges: Sequence[tuple[int, int, int]]) -> list[tuple[int, int]]:
