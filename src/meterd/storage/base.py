@@ -187,7 +187,7 @@ class EventTransaction(Protocol):
 
         Only for meters without an event_time_window, and events whose values sum below 2^62
         (the caller checks; ``total`` bounds their sum); the rows' latest event is kept for
-        meters that track it. Every read of rollups sees them, though a store may bring coarse
+        meters that track it. Every read of rollups sees them, though a store may bring the
         rows up to date later in the writer's own time (SQLite does).
         """
 

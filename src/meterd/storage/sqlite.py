@@ -105,8 +105,8 @@ class SQLiteStore(SQLStore):
     async def read_rollups(
         self, meter: Meter, customer: str, spans: Sequence[tuple[int, int, int]]
     ) -> list[tuple[int, int, Rollup]]:
-        """The rows are read in one snapshot in which no range of raw events waits for its hour
-        and day rows; any that wait are folded first. The snapshot, not this process's
+        """The rows are read in one snapshot in which no range of raw events waits for its
+        rollups; any that wait are folded first. The snapshot, not this process's
         :class:`DeferredRollups`, says what waits: another process on the same file
         (``meterd serve`` beside ``meterd usage``) may defer a range at any time."""
 
@@ -138,11 +138,10 @@ class SQLiteStore(SQLStore):
         self._migrate()
         self._load_identifiers()
         waiting = conn.execute(
-            "SELECT count(*), coalesce(sum(end_seq - first_seq), 0) FROM deferred_rollups"
+            "SELECT coalesce(sum(end_seq - first_seq), 0) FROM deferred_rollups"
         ).fetchone()
-        self._deferred.pending = waiting[0] > 0
+        self._deferred.events = int(waiting[0])
         self._deferred.since = time.monotonic()
-        self._deferred.events = int(waiting[1])
 
     def _load_identifiers(self) -> None:
         """Rebuild the in-memory identifier indexes: the raw events of the last 24 hours (and

@@ -75,18 +75,18 @@ class DeferredRollups:
     """
 
     def __init__(self) -> None:
-        self.pending = False
+        self.events = 0
+        """Events in the waiting ranges (none wait when 0)."""
         self.since = 0.0
         """When the oldest waiting range committed (``time.monotonic``)."""
-        self.events = 0
 
     def took(self, tx: SQLiteEventTransaction) -> None:
         """After ``tx`` committed: what it folded and what it deferred."""
         if tx.folded:
-            self.pending, self.events = False, 0
+            self.events = 0
         if tx.deferred_events:
-            if not self.pending:
-                self.pending, self.since = True, time.monotonic()
+            if not self.events:
+                self.since = time.monotonic()
             self.events += tx.deferred_events
 
 
@@ -238,7 +238,7 @@ class SQLiteEventTransaction(SQLEventTransaction):
         self.deferred_events += end_seq - first_seq
         state = self.deferred
         if state.events + self.deferred_events >= FOLD_EVENTS or (
-            state.pending and time.monotonic() - state.since >= FOLD_SECONDS
+            state.events and time.monotonic() - state.since >= FOLD_SECONDS
         ):
             self.fold_deferred_rollups()
 
