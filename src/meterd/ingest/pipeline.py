@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from meterd.errors import RateLimitError
 from meterd.ingest.writes import Assessment, MeterLookup, Outcome, assess_batch, ingest
@@ -52,6 +52,31 @@ class _Pending:
         self.future = future
 
 
+class _Joined(Sequence[EventSubmission]):
+    """The events of a batch's requests, joined only if the writer looks at them: a plain batch
+    of the stream's is stored from its assessment alone."""
+
+    __slots__ = ("_events", "_taken")
+
+    def __init__(self, taken: list[_Pending]) -> None:
+        self._taken = taken
+        self._events: list[EventSubmission] | None = None
+
+    def _joined(self) -> list[EventSubmission]:
+        if self._events is None:
+            self._events = [event for pending in self._taken for event in pending.events]
+        return self._events
+
+    def __len__(self) -> int:
+        return sum(len(pending.events) for pending in self._taken)
+
+    def __getitem__(self, index: int) -> EventSubmission:  # type: ignore[override]
+        return self._joined()[index]
+
+    def __iter__(self) -> Iterator[EventSubmission]:
+        return iter(self._joined())
+
+
 class MeterCache:
     """Meters by (scope, event name), so that requests can assess their events themselves."""
 
@@ -62,12 +87,12 @@ class MeterCache:
         self._generation = 0
 
     async def lookup(self, events: Sequence[EventSubmission]) -> MeterLookup:
+        return await self.lookup_keys({(event.scope, event.event_name) for event in events})
+
+    async def lookup_keys(self, keys: Iterable[tuple[Scope, str]]) -> MeterLookup:
         now = time.monotonic()
         found: dict[tuple[Scope, str], tuple[Meter, int] | None] = {}
-        for event in events:
-            key = (event.scope, event.event_name)
-            if key in found:
-                continue
+        for key in keys:
             cached = self._found.get(key)
             if cached is None or cached[0] <= now:
                 generation = self._generation
@@ -138,13 +163,25 @@ class IngestPipeline:
         The request assesses its own events first, in the event loop, while the writer may be
         busy with the previous commit: the writer's turn is what every request waits for.
         """
-        if self.queued_events + len(events) > self.max_queued_events:
+        self.check_room(len(events))
+        assessed = assess_batch(events, await self.meters.lookup(events))
+        return await self.submit_assessed(events, assessed)
+
+    def check_room(self, count: int) -> None:
+        """429 if ``count`` more events would not fit in the queue."""
+        if self.queued_events + count > self.max_queued_events:
             raise RateLimitError(
                 f"Too many meter events are waiting to be stored ({self.queued_events} queued, "
                 f"at most {self.max_queued_events}); retry after a short pause.",
                 headers={"Retry-After": "1"},
             )
-        assessed = assess_batch(events, await self.meters.lookup(events))
+
+    async def submit_assessed(
+        self, events: Sequence[EventSubmission], assessed: Assessment
+    ) -> list[Outcome]:
+        """:meth:`submit` for a caller that assessed its events itself (the stream does, without
+        building them unless the writer needs them: ``events`` may be a lazy sequence)."""
+        self.check_room(len(events))
         future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._queue.append(_Pending(events, assessed, future))
@@ -173,8 +210,8 @@ class IngestPipeline:
 
     @staticmethod
     def _write(tx: EventTransaction, taken: list[_Pending]) -> list[Outcome]:
-        batch = [event for pending in taken for event in pending.events]
-        return ingest(tx, batch, Assessment.join([pending.assessed for pending in taken]))
+        assessed = Assessment.join([pending.assessed for pending in taken])
+        return ingest(tx, _Joined(taken), assessed)
 
     def _written(
         self, taken: list[_Pending], outcomes: list[Outcome] | None, error: BaseException | None
