@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meterd import keys
+from meterd.api.http_protocol import CoalescingHttpToolsProtocol
 from meterd.api.rate_limits import parse_limits
 from meterd.app import WORKER_SETTINGS_VARIABLE, create_app
 from meterd.config import (
@@ -209,7 +210,7 @@ def serve(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         log_level="warning",
         access_log=False,
         proxy_headers=False,

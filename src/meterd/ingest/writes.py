@@ -298,7 +298,7 @@ def assess_streamed(
         value: int | None = None
         if value_key is not None:
             raw = payload.get(value_key)
-            value = _SCALED.get(raw)  # type: ignore[arg-type]
+            value = _SCALED.get(raw)
             if value is None:
                 if raw is None or len(raw) > 7 or not raw.isascii() or not raw.isdigit():
                     return None
