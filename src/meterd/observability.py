@@ -86,6 +86,21 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self._answered: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """One request answered. The labelled children are kept (routes are templates, so
+        they are few): ``labels()`` costs more than the count itself on the stream."""
+        key = (route, method, status)
+        children = self._answered.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method),
+            )
+            self._answered[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
@@ -151,8 +166,7 @@ class ObserveRequests:
             took = time.perf_counter() - began
             route = _route_of(scope)
             method = scope["method"]
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(took)
+            self.metrics.answered(route, method, status, took)
             if self.log_requests:
                 who = scope.get("meterd.scope")
                 request_log.info(

@@ -197,7 +197,8 @@ async def store_batch(asgi_scope: AsgiScope, receive: Receive, state: State) -> 
     now = int(time.time())
     pipeline: IngestPipeline = state.pipeline
     pipeline.check_room(len(params.events))
-    meters = await pipeline.meters.lookup_keys({(scope, e.event_name) for e in params.events})
+    names = {event.event_name for event in params.events}
+    meters = await pipeline.meters.lookup_keys([(scope, name) for name in names])
     assessed = assess_streamed(scope, params.events, now, meters)
     if assessed is None:
         events = submissions(scope, params, now)
