@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -73,6 +74,7 @@ class StreamParams(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=
 
 
 _decode_stream = msgspec.json.Decoder(StreamParams).decode
+_event_name = attrgetter("event_name")
 _EMPTY_BODY = b"{}"
 
 
@@ -197,8 +199,8 @@ async def store_batch(asgi_scope: AsgiScope, receive: Receive, state: State) -> 
     now = int(time.time())
     pipeline: IngestPipeline = state.pipeline
     pipeline.check_room(len(params.events))
-    names = {event.event_name for event in params.events}
-    meters = await pipeline.meters.lookup_keys([(scope, name) for name in names])
+    keys = [(scope, name) for name in set(map(_event_name, params.events))]
+    meters = pipeline.meters.cached(keys) or await pipeline.meters.lookup_keys(keys)
     assessed = assess_streamed(scope, params.events, now, meters)
     if assessed is None:
         events = submissions(scope, params, now)

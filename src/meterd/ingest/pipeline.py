@@ -89,6 +89,17 @@ class MeterCache:
     async def lookup(self, events: Sequence[EventSubmission]) -> MeterLookup:
         return await self.lookup_keys({(event.scope, event.event_name) for event in events})
 
+    def cached(self, keys: Iterable[tuple[Scope, str]]) -> MeterLookup | None:
+        """The meters of ``keys`` if every one is cached and fresh, without a coroutine."""
+        now = time.monotonic()
+        found = {}
+        for key in keys:
+            cached = self._found.get(key)
+            if cached is None or cached[0] <= now:
+                return None
+            found[key] = cached[1]
+        return found
+
     async def lookup_keys(self, keys: Iterable[tuple[Scope, str]]) -> MeterLookup:
         now = time.monotonic()
         found: dict[tuple[Scope, str], tuple[Meter, int] | None] = {}
