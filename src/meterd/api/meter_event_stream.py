@@ -11,8 +11,8 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Iterator, Sequence
 from datetime import datetime
+from functools import partial
 from operator import attrgetter
 from typing import Annotated, Any
 
@@ -47,7 +47,7 @@ from meterd.errors import (
     TemporarySessionExpired,
     unexpected_error,
 )
-from meterd.ingest.pipeline import IngestPipeline
+from meterd.ingest.pipeline import IngestPipeline, LazyEvents
 from meterd.ingest.writes import assess_batch, assess_streamed
 from meterd.keys import hash_secret
 from meterd.metering.error_reports import rfc3339
@@ -207,36 +207,11 @@ async def store_batch(asgi_scope: AsgiScope, receive: Receive, state: State) -> 
         assessed = assess_batch(events, meters)
         await pipeline.submit_assessed(events, assessed)
     else:
-        await pipeline.submit_assessed(_Submissions(scope, params, now), assessed)
+        # assess_streamed answered, so building the submissions cannot fail, and gives the
+        # very events it assessed.
+        lazy = LazyEvents(len(params.events), partial(submissions, scope, params, now))
+        await pipeline.submit_assessed(lazy, assessed)
     return _EMPTY_BODY
-
-
-class _Submissions(Sequence[EventSubmission]):
-    """:func:`submissions` of a request, built only if the writer looks at them (it does not
-    when the batch is plain and every identifier new). :func:`assess_streamed` answered for
-    this request, so building them cannot fail and gives the events it assessed."""
-
-    __slots__ = ("_events", "_now", "_params", "_scope")
-
-    def __init__(self, scope: Scope, params: StreamParams, now: int) -> None:
-        self._scope = scope
-        self._params = params
-        self._now = now
-        self._events: list[EventSubmission] | None = None
-
-    def _built(self) -> list[EventSubmission]:
-        if self._events is None:
-            self._events = submissions(self._scope, self._params, self._now)
-        return self._events
-
-    def __len__(self) -> int:
-        return len(self._params.events)
-
-    def __getitem__(self, index: int) -> EventSubmission:  # type: ignore[override]
-        return self._built()[index]
-
-    def __iter__(self) -> Iterator[EventSubmission]:
-        return iter(self._built())
 
 
 class StreamFastPath:

@@ -52,29 +52,30 @@ class _Pending:
         self.future = future
 
 
-class _Joined(Sequence[EventSubmission]):
-    """The events of a batch's requests, joined only if the writer looks at them: a plain batch
-    of the stream's is stored from its assessment alone."""
+class LazyEvents(Sequence[EventSubmission]):
+    """Events built only if the writer looks at them: a plain batch of the stream's is stored
+    from its assessment alone, so neither its requests' submissions nor their join are made."""
 
-    __slots__ = ("_events", "_taken")
+    __slots__ = ("_build", "_events", "_length")
 
-    def __init__(self, taken: list[_Pending]) -> None:
-        self._taken = taken
+    def __init__(self, length: int, build: Callable[[], list[EventSubmission]]) -> None:
+        self._length = length
+        self._build = build
         self._events: list[EventSubmission] | None = None
 
-    def _joined(self) -> list[EventSubmission]:
+    def _built(self) -> list[EventSubmission]:
         if self._events is None:
-            self._events = [event for pending in self._taken for event in pending.events]
+            self._events = self._build()
         return self._events
 
     def __len__(self) -> int:
-        return sum(len(pending.events) for pending in self._taken)
+        return self._length
 
     def __getitem__(self, index: int) -> EventSubmission:  # type: ignore[override]
-        return self._joined()[index]
+        return self._built()[index]
 
     def __iter__(self) -> Iterator[EventSubmission]:
-        return iter(self._joined())
+        return iter(self._built())
 
 
 class MeterCache:
@@ -222,7 +223,11 @@ class IngestPipeline:
     @staticmethod
     def _write(tx: EventTransaction, taken: list[_Pending]) -> list[Outcome]:
         assessed = Assessment.join([pending.assessed for pending in taken])
-        return ingest(tx, _Joined(taken), assessed)
+        batch = LazyEvents(
+            sum(len(pending.events) for pending in taken),
+            lambda: [event for pending in taken for event in pending.events],
+        )
+        return ingest(tx, batch, assessed)
 
     def _written(
         self, taken: list[_Pending], outcomes: list[Outcome] | None, error: BaseException | None
