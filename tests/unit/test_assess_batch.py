@@ -107,7 +107,8 @@ offsets = st.one_of(
 
 
 @st.composite
-def events(draw: st.DrawFn) -> EventSubmission:
+def payloads(draw: st.DrawFn) -> dict[str, str]:
+    """A customer under ``cust`` and a value under ``val``, each maybe absent."""
     payload = {"other": "x"}
     customer = draw(customers)
     if customer is not None:
@@ -115,6 +116,12 @@ def events(draw: st.DrawFn) -> EventSubmission:
     value = draw(values)
     if value is not None:
         payload["val"] = value
+    return payload
+
+
+@st.composite
+def events(draw: st.DrawFn) -> EventSubmission:
+    payload = draw(payloads())
     created = NOW + draw(st.integers(0, 2))
     return EventSubmission(
         scope=draw(st.sampled_from(SCOPES)),

@@ -21,20 +21,14 @@ from meterd.ingest.writes import assess_batch, assess_streamed
 from meterd.metering.events import FUTURE_WINDOW_SECONDS, PAST_WINDOW_SECONDS
 from meterd.scope import Scope
 
-from .test_assess_batch import METERS, NOW, SCOPES, customers, offsets, values
+from .test_assess_batch import METERS, NOW, SCOPES, offsets, payloads
 
 NAMES = ["sum", "count", "last", "hourly", "archived", "none"]
 
 
 @st.composite
 def stream_events(draw: st.DrawFn) -> StreamEvent:
-    payload = {"other": "x"}
-    customer = draw(customers)
-    if customer is not None:
-        payload["cust"] = customer
-    value = draw(values)
-    if value is not None:
-        payload["val"] = value
+    payload = draw(payloads())
     sent = draw(st.sampled_from(["none", "aware", "naive"]))
     moment = datetime.fromtimestamp(NOW + draw(offsets), UTC)
     timestamp: datetime | UnsetType = UNSET
