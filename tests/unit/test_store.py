@@ -695,18 +695,6 @@ def test_open_store_rejects_unknown_schemes(database_url: str) -> None:
 # SQLite only: the file and its connection settings ----------------------------------------
 
 
-@pytest.fixture
-def sqlite_db(tmp_path: Path) -> Path:
-    return tmp_path / "meterd.db"
-
-
-@pytest.fixture
-def sqlite_store(sqlite_db: Path) -> Iterator[SQLiteStore]:
-    opened = run(SQLiteStore.open(str(sqlite_db)))
-    yield opened
-    run(opened.close())
-
-
 def test_sqlite_wal_and_foreign_keys(sqlite_store: SQLiteStore, sqlite_db: Path) -> None:
     conn = sqlite_store._conn
     assert conn is not None
