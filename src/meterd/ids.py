@@ -16,10 +16,7 @@ def random_base62(length: int) -> str:
     (which cost several percent of a request when every response carries a new Request-Id).
     The number drawn has 64 more bits than needed, so the modulo bias is negligible.
     """
-    return _digits(int.from_bytes(os.urandom((length * 6 + 64) // 8 + 1), "big"), length)
-
-
-def _digits(number: int, length: int) -> str:
+    number = int.from_bytes(os.urandom((length * 6 + 64) // 8 + 1), "big")
     chars = []
     for _ in range(length):
         number, digit = divmod(number, 62)
