@@ -35,9 +35,11 @@ from meterd.api.responses import error_response, json_response, version_of_path
 from meterd.config import GIL_SWITCH_SECONDS, Settings
 from meterd.errors import InvalidRequestError, StripeError, unexpected_error
 from meterd.ingest.pipeline import IngestPipeline
+from meterd.ingest.writer_process import ProcessPipeline
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
 from meterd.observability import Metrics, ObserveRequests, enable_request_log, metrics_endpoint
 from meterd.storage import Store, open_store
+from meterd.storage.open import sqlite_path
 
 log = logging.getLogger("meterd")
 
@@ -142,16 +144,24 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
 
 
-async def _prune_forever(store: Store) -> None:
+async def _prune_forever(store: Store, pipeline: IngestPipeline) -> None:
     """Idempotency keys, event identifiers and expired sessions are kept for 24 hours; the
     store does its own upkeep too (PostgreSQL adds the coming months' event partitions)."""
     while True:
         now = int(time.time())
         await store.prune_idempotency_keys(now)
-        await store.prune_event_identifiers(now - IDENTIFIER_TTL_SECONDS)
+        await pipeline.prune_event_identifiers(now - IDENTIFIER_TTL_SECONDS)
         await store.prune_sessions(now - EXPIRED_SESSIONS_KEPT_SECONDS)
         await store.maintain(now)
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
+
+
+def _writer_process_path(settings: Settings) -> str | None:
+    """The SQLite file whose events a child process writes, or None for a thread of ours."""
+    if settings.event_writer != "process" or not settings.database_url.startswith("sqlite:"):
+        return None
+    path = sqlite_path(settings.database_url)
+    return None if path == ":memory:" else path
 
 
 def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
@@ -166,15 +176,24 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = store is None
-        opened = store if store is not None else await open_store(settings.database_url)
+        writer_path = _writer_process_path(settings) if owned else None
+        opened = (
+            store
+            if store is not None
+            else await open_store(settings.database_url, index_identifiers=writer_path is None)
+        )
         await opened.release_unfinished_idempotency_keys()
         app.state.store = opened
-        pipeline = IngestPipeline(opened, max_queued_events=settings.max_queued_events)
+        pipeline = (
+            IngestPipeline(opened, max_queued_events=settings.max_queued_events)
+            if writer_path is None
+            else ProcessPipeline(opened, writer_path, max_queued_events=settings.max_queued_events)
+        )
         pipeline.on_commit = metrics.committed
         metrics.watch_queue(lambda: pipeline.queued_events)
         await pipeline.start()
         app.state.pipeline = pipeline
-        pruner = asyncio.create_task(_prune_forever(opened))
+        pruner = asyncio.create_task(_prune_forever(opened, pipeline))
         _settle_garbage_collector()
         try:
             yield

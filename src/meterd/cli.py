@@ -29,6 +29,7 @@ from meterd.config import (
     DEFAULT_PORT,
     DEFAULT_SESSION_LIFETIME_SECONDS,
     GIL_SWITCH_SECONDS,
+    EventWriter,
     Settings,
 )
 from meterd.ingest import writes
@@ -158,6 +159,14 @@ def serve(
             "duration.",
         ),
     ] = False,
+    event_writer: Annotated[
+        EventWriter,
+        typer.Option(
+            envvar="METERD_EVENT_WRITER",
+            help="Where a SQLite file's events are written: a child process (two GILs, the "
+            "faster stream) or a thread of the server's.",
+        ),
+    ] = "process",
 ) -> None:
     """Run the API server.
 
@@ -196,6 +205,7 @@ def serve(
         rate_limits={str(family): limit for family, limit in limits.items()},
         max_queued_events=max_queued_events,
         log_requests=log_requests,
+        event_writer=event_writer,
     )
     shown = f"{workers} processes, " if workers > 1 else ""
     console.print(f"meterd listening on http://{host}:{port} ({shown}database {database})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 from meterd.api.rate_limits import Limit
@@ -27,6 +29,9 @@ arm, 8 windows of 8 s each, arms alternating): at 64 connections 129,000 events/
 The v1 events and meters API benches did not change beyond their run-to-run spread."""
 
 
+EventWriter = Literal["process", "thread"]
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = DEFAULT_DATABASE_URL
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
@@ -39,3 +44,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     none by default."""
     log_requests: bool = False
     """One JSON line per request on stderr (:mod:`meterd.observability`)."""
+    event_writer: EventWriter = "process"
+    """Where a SQLite file's events are written: a child process (the default; the event loop
+    and the writer then have a GIL each, :mod:`meterd.ingest.writer_process`) or a thread of
+    the server's. PostgreSQL, and a store handed to the app, always use a thread."""

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -995,3 +996,62 @@ def test_a_client_gone_mid_body_stores_nothing_and_the_server_goes_on(
     time.sleep(0.3)
     send(stream, [event(meter.event_name, identifier=unique("after"))])
     assert total(shared, meter.id) == 1
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_either_event_writer_stores_deduplicates_and_cancels(
+    writer: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``--event-writer``: the session-wide SQLite server runs the default (a child process);
+    this runs the stream, v1 events and a cancellation on each writer, and checks that the
+    process writer's child is gone once the server stopped."""
+    with fresh_database("sqlite", tmp_path_factory.mktemp(f"meterd-{writer}")) as url:
+        running = start_server(url, "--event-writer", writer)
+        try:
+            client = running.client()
+            meter = new_meter(client)
+            prefix = unique(writer)
+            token = client.v2.billing.meter_event_session.create().authentication_token
+            stream = stream_client(running.base_url, token)
+            batch = [
+                event(meter.event_name, str(i), "c", identifier=f"{prefix}-{i}")
+                for i in range(1, 11)
+            ]
+            send(stream, batch)
+            send(stream, batch)  # a retry: every event is a repeat
+            client.v1.billing.meter_events.create(
+                {
+                    "event_name": meter.event_name,
+                    "payload": {"stripe_customer_id": "c", "value": "100"},
+                    "identifier": f"{prefix}-v1",
+                }
+            )
+            client.v1.billing.meter_event_adjustments.create(
+                {
+                    "event_name": meter.event_name,
+                    "type": "cancel",
+                    "cancel": {"identifier": f"{prefix}-3"},
+                }
+            )
+            assert total(client, meter.id, "c") == 55 + 100 - 3
+            children = _children(running.process.pid)
+            assert len(children) == (1 if writer == "process" else 0)
+        finally:
+            stop_server(running)
+        assert running.process.returncode == 0
+        assert not any(_alive(pid) for pid in children)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute
 from meterd import ids
 from meterd.api.endpoint import ApiCall, resource, v1, v2
 from meterd.errors import InvalidRequestError, missing_param
-from meterd.ingest.writes import CancelRefused, cancel
+from meterd.ingest.writes import CancelRefused
 from meterd.metering.error_reports import rfc3339
 
 EventName = Annotated[str, Meta(min_length=1, max_length=100)]
@@ -41,7 +41,7 @@ class AdjustmentV2Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=Tru
 
 async def _cancel(call: ApiCall, event_name: str, identifier: str) -> None:
     scope, now = call.scope, call.now
-    await call.store.transact(lambda tx: cancel(tx, scope, event_name, identifier, now))
+    await call.pipeline.cancel(scope, event_name, identifier, now)
 
 
 async def create_adjustment_v1(call: ApiCall) -> dict[str, Any]:

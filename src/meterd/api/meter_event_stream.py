@@ -170,6 +170,12 @@ def submissions(scope: Scope, params: StreamParams, now: int) -> list[EventSubmi
     return events
 
 
+def body_submissions(scope: Scope, body: bytes, now: int) -> list[EventSubmission]:
+    """:func:`submissions` of a body already decoded once: a lazy batch's recipe is its body,
+    which costs nothing to keep or to hand to the writer process (decoded events would)."""
+    return submissions(scope, stream_params(body), now)
+
+
 async def stream(request: Request) -> Response:
     """The stream through Starlette, for an app without :class:`StreamFastPath` in front (which
     takes every POST before it gets here); the route also gives other methods their 405."""
@@ -209,7 +215,7 @@ async def store_batch(asgi_scope: AsgiScope, receive: Receive, state: State) -> 
     else:
         # assess_streamed answered, so building the submissions cannot fail, and gives the
         # very events it assessed.
-        lazy = LazyEvents(len(params.events), partial(submissions, scope, params, now))
+        lazy = LazyEvents(len(params.events), partial(body_submissions, scope, body, now))
         await pipeline.submit_assessed(lazy, assessed)
     return _EMPTY_BODY
 

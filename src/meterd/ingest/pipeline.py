@@ -17,7 +17,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from meterd.errors import RateLimitError
-from meterd.ingest.writes import Assessment, MeterLookup, Outcome, assess_batch, ingest
+from meterd.ingest.writes import (
+    Assessment,
+    MeterLookup,
+    Outcome,
+    assess_batch,
+    cancel,
+    ingest,
+)
 from meterd.metering.events import EventSubmission
 from meterd.metering.meters import Meter
 from meterd.scope import Scope
@@ -62,6 +69,10 @@ class LazyEvents(Sequence[EventSubmission]):
         self._length = length
         self._build = build
         self._events: list[EventSubmission] | None = None
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled as its length and recipe (the writer process builds the events itself)."""
+        return (LazyEvents, (self._length, self._build))
 
     def _built(self) -> list[EventSubmission]:
         if self._events is None:
@@ -164,6 +175,15 @@ class IngestPipeline:
         self._wakeup.set()
         await self._task
         self._task = None
+
+    async def cancel(self, scope: Scope, event_name: str, identifier: str, now: int) -> None:
+        """Cancel one event (an adjustment) in a transaction of the writer's, which owns the
+        identifier index the event is found by."""
+        await self.store.transact(lambda tx: cancel(tx, scope, event_name, identifier, now))
+
+    async def prune_event_identifiers(self, before: int) -> int:
+        """Forget identifiers received at or before ``before`` (the writer's index too)."""
+        return await self.store.prune_event_identifiers(before)
 
     def forget_meters(self) -> None:
         """Meters changed: assess the next events against the stored meters."""

@@ -118,6 +118,22 @@ class Assessment:
         """No event carries an Idempotency-Key (the stream's never do): the writer need not
         look at the events themselves unless the batch leaves the short path."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickled without its hashes: they are Python's string hash, salted per process, so
+        the process that receives an assessment hashes again (:func:`identifier_hashes`)."""
+        return (
+            Assessment,
+            (
+                self.verdicts,
+                self.total,
+                self.folded_meters,
+                self.meters,
+                [],
+                self.plain,
+                self.keyless,
+            ),
+        )
+
     @classmethod
     def join(cls, parts: Sequence[Assessment]) -> Assessment:
         if len(parts) == 1:
@@ -144,6 +160,14 @@ class Assessment:
             self.plain,
             self.keyless,
         )
+
+
+def identifier_hashes(batch: Sequence[EventSubmission], verdicts: Sequence[object]) -> list[int]:
+    """Each event's identifier hash, as :func:`assess_batch` computes it, in this process: from
+    the rows when every event counts (a lazy batch is not built), else from the events."""
+    if all(verdict.__class__ is tuple for verdict in verdicts):
+        return [hash((row[7], row[8], row[4])) for row in verdicts]  # type: ignore[index]
+    return [hash((e.scope.account_id, e.scope.livemode, e.identifier)) for e in batch]
 
 
 def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Assessment:

@@ -37,13 +37,14 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-async def open_store(url: str) -> Store:
-    """Open (and migrate) the store ``url`` names."""
+async def open_store(url: str, *, index_identifiers: bool = True) -> Store:
+    """Open (and migrate) the store ``url`` names. ``index_identifiers=False``: another process
+    writes this SQLite file's events, so this store needs no index of their identifiers."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from meterd.storage.sqlite import SQLiteStore
 
-        return await SQLiteStore.open(sqlite_path(url))
+        return await SQLiteStore.open(sqlite_path(url), index_identifiers=index_identifiers)
     if scheme in ("postgresql", "postgres"):
         from meterd.storage.postgres import PostgresStore
 

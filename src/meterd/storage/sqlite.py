@@ -41,9 +41,12 @@ longer than 24 hours, and lookups check the exact age."""
 class SQLiteStore(SQLStore):
     """:class:`meterd.storage.base.Store` on a SQLite file (or ``:memory:``)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, index_identifiers: bool = True) -> None:
         super().__init__()
         self.path = path
+        self.index_identifiers = index_identifiers
+        """False when another process writes the events (:mod:`meterd.ingest.writer_process`):
+        the index would take memory and start-up time and never be used here."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="meterd-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._identifiers = RecentIdentifiers()
@@ -51,8 +54,8 @@ class SQLiteStore(SQLStore):
         self._reader: sqlite3.Connection | None = None
 
     @classmethod
-    async def open(cls, path: str) -> SQLiteStore:
-        store = cls(path)
+    async def open(cls, path: str, index_identifiers: bool = True) -> SQLiteStore:
+        store = cls(path, index_identifiers)
         await store._run(store._connect)
         return store
 
@@ -136,7 +139,8 @@ class SQLiteStore(SQLStore):
         register_functions(conn)
         self._conn = conn
         self._migrate()
-        self._load_identifiers()
+        if self.index_identifiers:
+            self._load_identifiers()
         waiting = conn.execute(
             "SELECT coalesce(sum(end_seq - first_seq), 0) FROM deferred_rollups"
         ).fetchone()
