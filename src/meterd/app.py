@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import cast
 
 import msgspec
 from starlette.applications import Starlette
@@ -19,7 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from meterd import ids
+from meterd import garbage_collector, ids
 from meterd.api import (
     adjustments,
     core_events,
@@ -35,7 +35,7 @@ from meterd.api.responses import error_response, json_response, version_of_path
 from meterd.config import GIL_SWITCH_SECONDS, Settings
 from meterd.errors import InvalidRequestError, StripeError, unexpected_error
 from meterd.ingest.pipeline import IngestPipeline
-from meterd.ingest.writer_process import ProcessPipeline
+from meterd.ingest.writer_process import ProcessPipeline, WritesInChild
 from meterd.metering.events import IDENTIFIER_TTL_SECONDS
 from meterd.observability import Metrics, ObserveRequests, enable_request_log, metrics_endpoint
 from meterd.storage import Store, open_store
@@ -115,35 +115,6 @@ async def health(request: Request) -> Response:
     return json_response({"status": "ok", "database": "ok"})
 
 
-YOUNG_COLLECTION_THRESHOLD = 50_000
-"""Allocations (less deallocations) between two collections of the youngest generation; the
-interpreter's default is 700. Above the objects a busy server keeps alive at once, so that
-short-lived objects die before a collection sees them (see :func:`_settle_garbage_collector`)."""
-
-
-def _settle_garbage_collector() -> None:
-    """Keep what start-up built out of the cyclic GC's way.
-
-    Ingest allocates several objects an event and they live until their batch commits, so they
-    outlive the youngest generation and pile into the oldest; each full collection then also
-    walked the hundreds of thousands of objects imported at start-up. Measured on the stream
-    bench: 22 % of the event loop's time was ``gc_collect_main`` (py-spy --native), 53,000
-    events/s with the collector as is, 68,000 with start-up objects frozen.
-
-    The youngest generation is then collected after :data:`YOUNG_COLLECTION_THRESHOLD`
-    allocations instead of 700. A stream request allocates a thousand or so container objects
-    and frees most of them when it answers, but with 64 requests in flight about ten thousand
-    are alive at any time, so at 700 a collection came every few requests, walked all of them
-    (0.2 ms each, many of them cache misses) and promoted them. Measured with ``gc.callbacks``
-    on the stream bench at 64 connections: 0.74 µs an event of the event loop's CPU went to
-    collections at 700, 0.1 at 10,000, nothing measurable at 20,000 or 50,000.
-    """
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
-
-
 async def _prune_forever(store: Store, pipeline: IngestPipeline) -> None:
     """Idempotency keys, event identifiers and expired sessions are kept for 24 hours; the
     store does its own upkeep too (PostgreSQL adds the coming months' event partitions)."""
@@ -193,8 +164,10 @@ def create_app(settings: Settings, store: Store | None = None) -> ASGIApp:
         metrics.watch_queue(lambda: pipeline.queued_events)
         await pipeline.start()
         app.state.pipeline = pipeline
-        pruner = asyncio.create_task(_prune_forever(opened, pipeline))
-        _settle_garbage_collector()
+        if isinstance(pipeline, ProcessPipeline):
+            app.state.store = cast(Store, WritesInChild(opened, pipeline))
+        pruner = asyncio.create_task(_prune_forever(app.state.store, pipeline))
+        garbage_collector.settle()
         try:
             yield
         finally:

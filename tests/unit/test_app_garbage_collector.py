@@ -1,5 +1,5 @@
 """A started app leaves the youngest GC generation to grow past what a busy server keeps
-alive, and its start-up objects frozen (see ``meterd.app._settle_garbage_collector``)."""
+alive, and its start-up objects frozen (see ``meterd.garbage_collector.settle``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from meterd.app import YOUNG_COLLECTION_THRESHOLD, create_app
+from meterd.app import create_app
 from meterd.config import Settings
+from meterd.garbage_collector import YOUNG_COLLECTION_THRESHOLD
 
 
 @pytest.fixture

@@ -228,3 +228,36 @@ def test_a_dead_child_is_replaced_and_its_index_rebuilt(db: Path) -> None:
         await pipeline.stop()
 
     run(db, body)
+
+
+def test_every_store_method_that_writes_is_sent_to_the_child() -> None:
+    """A write left in the server would wait for SQLite's lock against the child's back-to-back
+    commits, and fail after the busy timeout under load (see ``WritesInChild``). Any method of
+    the SQLite store whose code opens a write transaction must be routed, or be one the
+    pipeline itself sends (events, cancellations, identifier pruning)."""
+    import ast
+    import inspect
+
+    from meterd.ingest.writer_process import STORE_WRITES
+    from meterd.storage import sql_store, sqlite
+
+    pipeline_only = {"transact", "transact_each", "prune_event_identifiers"}
+    not_writes = {"_read", "_write", "_migrate", "_connect", "_tx"}
+    writing = set()
+    for module in (sql_store, sqlite):
+        tree = ast.parse(inspect.getsource(module))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
+                continue
+            calls = {
+                call.func.attr
+                for call in ast.walk(node)
+                if isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and isinstance(call.func.value, ast.Name)
+                and call.func.value.id == "self"
+            }
+            if calls & {"_write", "_tx"} and node.name not in not_writes:
+                writing.add(node.name)
+    assert "insert_meter" in writing and "read_rollups" in writing  # the scan finds them
+    assert writing - pipeline_only - {"run"} <= STORE_WRITES
