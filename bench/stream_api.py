@@ -12,8 +12,8 @@ spends milliseconds per request at 32+ connections). Either way a body is one jo
 precomputed pieces around the request number, so every identifier is unique.
 
 Printed per run: events/s and requests/s (200 answers only), p50/p99 latency, the server's
-largest RSS (VmRSS every 0.2 s), answers other than 200 by status, and whether the summaries
-add up. Then ratios between the runs.
+largest RSS (VmRSS every 0.2 s, its writer process included), answers other than 200 by
+status, and whether the summaries add up. Then ratios between the runs.
 
 Exactness: every run has its own meter (its own event name), so its summaries hold only its
 own events, whatever the time between runs. After the run, every one of the 1,000 customers'
@@ -138,8 +138,8 @@ class Server:
 
 
 class RssSampler:
-    """The largest VmRSS of a process and its children (``--workers``), summed, read from
-    /proc every 0.2 s on a thread."""
+    """The largest VmRSS of a process and its children (``--workers``, or a SQLite server's
+    writer process), summed, read from /proc every 0.2 s on a thread."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid

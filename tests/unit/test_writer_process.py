@@ -261,3 +261,33 @@ def test_every_store_method_that_writes_is_sent_to_the_child() -> None:
                 writing.add(node.name)
     assert "insert_meter" in writing and "read_rollups" in writing  # the scan finds them
     assert writing - pipeline_only - {"run"} <= STORE_WRITES
+
+
+def test_the_servers_store_writes_run_in_the_child_and_its_errors_keep_their_type(
+    db: Path,
+) -> None:
+    from meterd.ingest.writer_process import WritesInChild
+    from meterd.metering.meters import new_meter
+    from meterd.storage.base import AlreadyExists
+
+    async def body(env: Env) -> None:
+        pipeline = await started(env, db)
+        store = WritesInChild(env.store, pipeline)
+        meter = new_meter(
+            env.scope,
+            display_name="Other",
+            event_name="other",
+            formula="count",
+            customer_key=None,
+            value_key=None,
+            event_time_window=None,
+            now=NOW,
+        )
+        await store.insert_meter(meter)
+        assert await store.get_meter(env.scope, meter.id) == meter  # read here, written there
+        with pytest.raises(AlreadyExists):
+            await store.insert_meter(meter)
+        assert store.insert_meter.func.__self__ is pipeline  # type: ignore[attr-defined]
+        await pipeline.stop()
+
+    run(db, body)
