@@ -9,8 +9,9 @@ identifiers. The server still assesses each request's events in its event loop a
 assessment over a socket pair; the child commits it and answers with the outcomes. Each
 process then has a GIL of its own.
 
-Everything else (meters, plans, sessions, keys, summaries) stays in the server's own store:
-SQLite lets the two processes write the same file, one transaction at a time.
+The server's other writes (meters, plans, sessions, keys, the fold before a summary) are
+made by the child too (:class:`WritesInChild`), so one process writes the file; the server
+reads through its own connection.
 
 The child must never outlive the server: a server restarted while an old child still
 commits would rebuild its identifier index without that child's last events, and count
