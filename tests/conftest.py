@@ -112,6 +112,15 @@ POSTGRES_SKIP_REASON = (
 BACKENDS = ["sqlite", "postgresql"]
 
 
+def process_alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 @contextmanager
 def fresh_database(backend: str, directory: Path) -> Iterator[str]:
     """A database URL nothing else uses: a new SQLite file, or a new PostgreSQL schema

@@ -27,6 +27,7 @@ from tests.conftest import (
     database_rows,
     fresh_database,
     new_account_key,
+    process_alive,
     sdk_client,
     start_server,
     stop_server,
@@ -1039,7 +1040,7 @@ def test_either_event_writer_stores_deduplicates_and_cancels(
         finally:
             stop_server(running)
         assert running.process.returncode == 0
-        assert not any(_alive(pid) for pid in children)
+        assert not any(process_alive(pid) for pid in children)
 
 
 def _children(pid: int) -> list[int]:
@@ -1047,11 +1048,3 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(child) for child in (task / "children").read_text().split()]
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"

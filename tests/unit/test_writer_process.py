@@ -22,6 +22,7 @@ from meterd.ingest.pipeline import LazyEvents
 from meterd.ingest.writer_process import ProcessPipeline, WriterStopped
 from meterd.ingest.writes import CancelRefused, assess_batch, assess_streamed
 from meterd.metering.events import EventSubmission
+from tests.conftest import process_alive
 from tests.unit.test_pipeline import NOW, Env, kinds, open_env
 
 TIMEOUT = 30.0
@@ -30,15 +31,6 @@ TIMEOUT = 30.0
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "meterd.db"
-
-
-def alive(pid: int) -> bool:
-    """Running, as opposed to gone or a zombie waiting for whoever adopted it to reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 async def started(env: Env, path: Path) -> ProcessPipeline:
@@ -189,12 +181,12 @@ def test_the_child_dies_with_the_server_even_by_sigkill(db: Path, tmp_path: Path
     try:
         assert server.stdout is not None
         child = int(server.stdout.readline())
-        assert alive(child)
+        assert process_alive(child)
         server.send_signal(signal.SIGKILL)
         server.wait(timeout=10)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if not alive(child):
+            if not process_alive(child):
                 return
             time.sleep(0.02)
         pytest.fail(f"the writer process {child} outlived its server")

@@ -53,8 +53,9 @@ START_SECONDS = 600.0
 """How long the server waits for the child to open the database (its identifier index is
 rebuilt from the last 24 hours of events first: 28.6 s for 6.4 M of them, on the bench VM)."""
 
-
 RESTART_PAUSE_SECONDS = 0.5
+"""Between a child's death and its replacement, so that a child that dies at once is not
+restarted in a tight loop."""
 
 
 class WriterFailed(RuntimeError):
@@ -75,7 +76,6 @@ class Channel(asyncio.Protocol):
         self.transport: asyncio.WriteTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport) or hasattr(transport, "write")
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
