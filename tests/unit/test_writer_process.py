@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -39,11 +40,11 @@ async def started(env: Env, path: Path) -> ProcessPipeline:
     return pipeline
 
 
-def run(path: Path, body: object) -> None:
+def run(path: Path, body: Callable[[Env], Awaitable[None]]) -> None:
     async def main() -> None:
         env = await open_env(path)
         try:
-            await asyncio.wait_for(body(env), TIMEOUT)  # type: ignore[operator]
+            await asyncio.wait_for(body(env), TIMEOUT)
         finally:
             await env.store.close()
 

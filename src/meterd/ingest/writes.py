@@ -37,6 +37,7 @@ from meterd.storage.base import (
     IdempotentResponse,
     NewEvent,
     Reservation,
+    identifier_hash,
 )
 
 
@@ -166,8 +167,8 @@ def identifier_hashes(batch: Sequence[EventSubmission], verdicts: Sequence[objec
     """Each event's identifier hash, as :func:`assess_batch` computes it, in this process: from
     the rows when every event counts (a lazy batch is not built), else from the events."""
     if all(verdict.__class__ is tuple for verdict in verdicts):
-        return [hash((row[7], row[8], row[4])) for row in verdicts]  # type: ignore[index]
-    return [hash((e.scope.account_id, e.scope.livemode, e.identifier)) for e in batch]
+        return [identifier_hash(row[7], row[8], row[4]) for row in verdicts]  # type: ignore[index]
+    return [identifier_hash(e.scope.account_id, e.scope.livemode, e.identifier) for e in batch]
 
 
 def assess_batch(batch: Sequence[EventSubmission], meters: MeterLookup) -> Assessment:
