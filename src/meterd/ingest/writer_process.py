@@ -345,6 +345,8 @@ async def _serve(sock: socket.socket, path: str, max_queued: int) -> None:
 
     loop = asyncio.get_running_loop()
     store = await SQLiteStore.open(path)
+    if store.wal is not None:
+        store.wal.on_failure = _exit_on_sync_failure
     pipeline = IngestPipeline(store, max_queued_events=max_queued)
     await pipeline.start()
     stopped = loop.create_future()
@@ -415,6 +417,13 @@ async def _serve(sock: socket.socket, path: str, max_queued: int) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     if channel.transport is not None:
         channel.transport.close()
+
+
+def _exit_on_sync_failure(error: OSError) -> None:
+    """After a failed fsync this process writes nothing more (see :mod:`wal_sync`): it exits,
+    its waiting requests get 500, and the server starts a new writer, which opens the file
+    again."""
+    os._exit(1)
 
 
 async def _stop(pipeline: IngestPipeline, store: Store) -> None:

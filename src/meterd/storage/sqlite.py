@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from meterd.keys import ApiKey
@@ -28,8 +29,10 @@ from meterd.storage.sqlite_events import (
     SQLiteEventTransaction,
     register_functions,
 )
+from meterd.storage.wal_sync import SyncFailed, WalSync
 
 T = TypeVar("T")
+W = TypeVar("W")
 
 _ANY_DEFERRED = "SELECT EXISTS (SELECT 1 FROM deferred_rollups)"
 
@@ -52,6 +55,13 @@ class SQLiteStore(SQLStore):
         self._identifiers = RecentIdentifiers()
         self._deferred = DeferredRollups()
         self._reader: sqlite3.Connection | None = None
+        self._wal: WalSync | None = None
+        """Set when the database is a file in WAL mode (see :mod:`meterd.storage.wal_sync`)."""
+
+    @property
+    def wal(self) -> WalSync | None:
+        """The fsyncs of the write-ahead log, for a file in WAL mode (see :mod:`wal_sync`)."""
+        return self._wal
 
     @classmethod
     async def open(cls, path: str, index_identifiers: bool = True) -> SQLiteStore:
@@ -86,9 +96,14 @@ class SQLiteStore(SQLStore):
         yield self._conn
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, sync: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction, durable when it returns; with ``sync=False`` the caller makes
+        it durable (:meth:`transact_each` hands its answers to :class:`WalSync`)."""
         conn = self._conn
         assert conn is not None, "store is closed"
+        wal = self._wal
+        if wal is not None and wal.failure is not None:
+            raise wal.failure
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -96,6 +111,40 @@ class SQLiteStore(SQLStore):
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+        if sync and wal is not None:
+            wal.sync()
+
+    async def transact_each(
+        self,
+        take: Callable[[], W | None],
+        work: Callable[[EventTransaction, W], T],
+        done: Callable[[W, T | None, BaseException | None], None],
+    ) -> None:
+        """Group commits whose fsync runs beside the next commit (see :mod:`wal_sync`):
+        ``done`` is called on the syncing thread once the commit is on the disk."""
+        wal = self._wal
+        if wal is None:
+            return await super().transact_each(take, work, done)
+
+        def run() -> None:
+            while True:
+                unit = take()
+                if unit is None:
+                    # Return only once every answer is out (answers make new requests).
+                    if wal.drain():
+                        continue
+                    return
+                try:
+                    with self._tx(sync=False) as conn:
+                        tx = self._event_transaction(conn)
+                        result = work(tx, unit)
+                except Exception as exc:
+                    done(unit, None, exc)
+                    continue
+                self._committed(tx)
+                wal.after_sync(partial(_answer_synced, done, unit, result))
+
+        await self._run(run)
 
     def _event_transaction(self, conn: sqlite3.Connection) -> SQLiteEventTransaction:
         return SQLiteEventTransaction(conn, self._identifiers, self._deferred)
@@ -133,8 +182,13 @@ class SQLiteStore(SQLStore):
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 5000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode == "wal":
+            # WalSync makes the fsync that FULL would make inside COMMIT.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._wal = WalSync(self.path)
+        else:
+            conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
         register_functions(conn)
         self._conn = conn
@@ -191,6 +245,8 @@ class SQLiteStore(SQLStore):
         return int(low)
 
     def _disconnect(self) -> None:
+        if self._wal is not None:
+            self._wal.close()
         if self._conn is not None:
             self._conn.execute("PRAGMA optimize")
             self._conn.close()
@@ -219,3 +275,15 @@ class SQLiteStore(SQLStore):
             return int(deleted) + self._identifiers.counted.drop_below(first)
 
         return await self._run(run)
+
+
+def _answer_synced(
+    done: Callable[[W, T | None, BaseException | None], None],
+    unit: W,
+    result: T,
+    failure: SyncFailed | None,
+) -> None:
+    if failure is None:
+        done(unit, result, None)
+    else:
+        done(unit, None, failure)
