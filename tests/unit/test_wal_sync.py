@@ -246,3 +246,10 @@ def test_answers_are_called_once_each_in_order(tmp_path: Path) -> None:
     assert seen == [(number, None) for number in range(100)]
     assert not wal.drain()
     wal.close()
+
+
+def test_no_log_means_nothing_to_sync(tmp_path: Path) -> None:
+    wal = WalSync(str(tmp_path / "m.db"))
+    wal.sync()
+    assert wal.failure is None
+    wal.close()

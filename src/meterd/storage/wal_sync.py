@@ -62,7 +62,9 @@ class WalSync:
         if self.failure is not None:
             raise self.failure
         try:
-            os.fdatasync(self._log())
+            fd = self._log()
+            if fd is not None:
+                os.fdatasync(fd)
         except OSError as error:
             self._failed(error)
             assert self.failure is not None
@@ -123,11 +125,16 @@ class WalSync:
                 self._syncing = False
                 self._ready.notify_all()
 
-    def _log(self) -> int:
+    def _log(self) -> int | None:
         """The log's descriptor; opened again if the file was replaced (SQLite deletes it
-        when its last connection closes, and another process may have done so)."""
+        when its last connection closes, and another process may have done so). None when
+        there is no log: SQLite removes it only after checkpointing it into the database and
+        syncing that, so nothing is left to sync."""
         with self._lock:
-            found = os.stat(self.path)
+            try:
+                found = os.stat(self.path)
+            except FileNotFoundError:
+                return None
             inode = (found.st_dev, found.st_ino)
             if self._fd is None or inode != self._inode:
                 if self._fd is not None:
