@@ -45,8 +45,8 @@ class WalSync:
         self.path = database + "-wal"
         self.failure: SyncFailed | None = None
         self.on_failure: Callable[[SyncFailed], None] | None = None
-        """Told once, on the thread that saw it, that a sync failed (the writer process exits
-        so that the server starts a new one on the file as the disk has it)."""
+        """Told once, on the thread that saw it, that a sync failed (the writer process exits,
+        and the server starts a new one, which opens the file again)."""
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
         self._lock = threading.Lock()
