@@ -16,15 +16,12 @@ from typing import Any, TypeVar
 
 import pytest
 
-from meterd import keys
 from meterd.ingest.pipeline import IngestPipeline
 from meterd.ingest.writes import Accepted
-from meterd.metering.events import EventSubmission
-from meterd.metering.meters import new_meter
-from meterd.scope import Scope
 from meterd.storage.base import EventTransaction
 from meterd.storage.sqlite import SQLiteStore
 from meterd.storage.wal_sync import SyncFailed, WalSync
+from tests.unit.test_pipeline import open_env
 
 T = TypeVar("T")
 NOW = 1_767_225_600
@@ -62,38 +59,6 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def open_store(path: Path) -> tuple[SQLiteStore, Scope]:
-    store = await SQLiteStore.open(str(path))
-    account = keys.new_account(NOW)
-    key, _ = keys.new_api_key(account.id, livemode=False, now=NOW)
-    await store.create_account(account, key)
-    scope = Scope(account.id, livemode=False)
-    meter = new_meter(
-        scope,
-        display_name="Tokens",
-        event_name="tokens",
-        formula="sum",
-        customer_key=None,
-        value_key=None,
-        event_time_window=None,
-        now=NOW - 3600,
-    )
-    await store.insert_meter(meter)
-    return store, scope
-
-
-def event(scope: Scope, identifier: str) -> EventSubmission:
-    return EventSubmission(
-        scope=scope,
-        event_name="tokens",
-        identifier=identifier,
-        payload={"stripe_customer_id": "cus_1", "value": "1"},
-        timestamp=NOW - 30,
-        created=NOW,
-        origin="stream",
-    )
-
-
 def test_a_file_store_syncs_the_log_itself_and_a_memory_store_leaves_it_to_sqlite(
     tmp_path: Path,
 ) -> None:
@@ -119,7 +84,7 @@ def _pragma(store: SQLiteStore, name: str) -> int:
 
 def test_every_write_is_synced_before_it_returns(tmp_path: Path, syncs: SyncLog) -> None:
     async def main() -> None:
-        store, _scope = await open_store(tmp_path / "m.db")
+        store = (await open_env(tmp_path / "m.db")).store
         try:
             before = len(syncs.ended)
             await store.transact(lambda tx: tx.next_event_seq())
@@ -137,7 +102,8 @@ def test_a_group_commit_is_answered_only_after_a_sync_that_began_after_it(
     a sync of at least that number ended."""
 
     async def main() -> None:
-        store, scope = await open_store(tmp_path / "m.db")
+        env = await open_env(tmp_path / "m.db")
+        store = env.store
         pipeline = IngestPipeline(store, linger_seconds=0)
         marks: list[int] = []
         checked: list[bool] = []
@@ -157,10 +123,7 @@ def test_a_group_commit_is_answered_only_after_a_sync_that_began_after_it(
         await pipeline.start()
         try:
             answers = await asyncio.gather(
-                *(
-                    pipeline.submit([event(scope, f"e{r}-{i}") for i in range(50)])
-                    for r in range(40)
-                )
+                *(pipeline.submit([env.event(f"e{r}-{i}") for i in range(50)]) for r in range(40))
             )
         finally:
             await pipeline.stop()
@@ -175,7 +138,8 @@ def test_a_failed_sync_fails_its_requests_and_every_later_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def main() -> None:
-        store, scope = await open_store(tmp_path / "m.db")
+        env = await open_env(tmp_path / "m.db")
+        store = env.store
         assert store._wal is not None
         told: list[SyncFailed] = []
         store._wal.on_failure = told.append
@@ -184,9 +148,9 @@ def test_a_failed_sync_fails_its_requests_and_every_later_write(
         await pipeline.start()
         try:
             with pytest.raises(SyncFailed):
-                await pipeline.submit([event(scope, "lost")])
+                await pipeline.submit([env.event("lost")])
             with pytest.raises(SyncFailed):
-                await pipeline.submit([event(scope, "after")])
+                await pipeline.submit([env.event("after")])
             with pytest.raises(SyncFailed):
                 await store.transact(lambda tx: tx.next_event_seq())
         finally:
@@ -199,11 +163,12 @@ def test_a_failed_sync_fails_its_requests_and_every_later_write(
 
 def test_stop_answers_every_request_before_the_store_closes(tmp_path: Path) -> None:
     async def main() -> None:
-        store, scope = await open_store(tmp_path / "m.db")
+        env = await open_env(tmp_path / "m.db")
+        store = env.store
         pipeline = IngestPipeline(store, linger_seconds=0)
         await pipeline.start()
         requests = [
-            asyncio.create_task(pipeline.submit([event(scope, f"s{r}-{i}") for i in range(20)]))
+            asyncio.create_task(pipeline.submit([env.event(f"s{r}-{i}") for i in range(20)]))
             for r in range(30)
         ]
         while pipeline.queued_events + pipeline.events_committed < 600:  # all queued
