@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
@@ -14,7 +15,9 @@ import pytest
 import typer.main
 from typer.core import TyperGroup
 
+from meterd import cli
 from meterd.cli import app
+from meterd.storage.sqlite import SQLiteStore
 from tests.conftest import start_server, stop_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,3 +292,18 @@ def test_drop_events_takes_a_month(tmp_path: Path, url: str) -> None:
     result = meterd("drop-events", "--before", "January", "--database", url, cwd=tmp_path)
     assert result.returncode == 2
     assert "not a month like 2026-01" in result.stderr
+
+
+def test_commands_open_the_store_without_the_identifier_index(tmp_path: Path) -> None:
+    """No command stores events, and the index is rebuilt from a day of events on open: a
+    command on a busy database (or ``serve``'s first look at it) would wait for that."""
+
+    async def opened() -> bool:
+        store = await cli._open(f"sqlite:///{tmp_path / 'meterd.db'}")
+        try:
+            assert isinstance(store, SQLiteStore)
+            return store.index_identifiers
+        finally:
+            await store.close()
+
+    assert asyncio.run(opened()) is False
