@@ -24,7 +24,6 @@ from meterd.storage.wal_sync import SyncFailed, WalSync
 from tests.unit.test_pipeline import open_env
 
 T = TypeVar("T")
-NOW = 1_767_225_600
 
 
 class SyncLog:
@@ -67,9 +66,9 @@ def test_a_file_store_syncs_the_log_itself_and_a_memory_store_leaves_it_to_sqlit
         in_memory = await SQLiteStore.open(":memory:")
         try:
             assert await on_file._run(_pragma, on_file, "synchronous") == 1  # NORMAL
-            assert isinstance(on_file._wal, WalSync)
+            assert isinstance(on_file.wal, WalSync)
             assert await in_memory._run(_pragma, in_memory, "synchronous") == 2  # FULL
-            assert in_memory._wal is None
+            assert in_memory.wal is None
         finally:
             await on_file.close()
             await in_memory.close()
@@ -140,9 +139,9 @@ def test_a_failed_sync_fails_its_requests_and_every_later_write(
     async def main() -> None:
         env = await open_env(tmp_path / "m.db")
         store = env.store
-        assert store._wal is not None
+        assert store.wal is not None
         told: list[SyncFailed] = []
-        store._wal.on_failure = told.append
+        store.wal.on_failure = told.append
         monkeypatch.setattr(os, "fdatasync", SyncLog(fail=True))
         pipeline = IngestPipeline(store, linger_seconds=0)
         await pipeline.start()

@@ -4,7 +4,9 @@ requests instead of leaving them waiting; and the child never outlives the serve
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import inspect
 import pickle
 import signal
 import subprocess
@@ -20,9 +22,17 @@ import pytest
 
 from meterd.api.meter_event_stream import body_submissions, stream_params
 from meterd.ingest.pipeline import LazyEvents
-from meterd.ingest.writer_process import ProcessPipeline, WriterStopped
+from meterd.ingest.writer_process import (
+    STORE_WRITES,
+    ProcessPipeline,
+    WriterStopped,
+    WritesInChild,
+)
 from meterd.ingest.writes import CancelRefused, assess_batch, assess_streamed
 from meterd.metering.events import EventSubmission
+from meterd.metering.meters import new_meter
+from meterd.storage import sql_store, sqlite
+from meterd.storage.base import AlreadyExists
 from tests.conftest import process_alive
 from tests.unit.test_pipeline import NOW, Env, kinds, open_env
 
@@ -228,11 +238,6 @@ def test_every_store_method_that_writes_is_sent_to_the_child() -> None:
     commits, and fail after the busy timeout under load (see ``WritesInChild``). Any method of
     the SQLite store whose code opens a write transaction must be routed, or be one the
     pipeline itself sends (events, cancellations, identifier pruning)."""
-    import ast
-    import inspect
-
-    from meterd.ingest.writer_process import STORE_WRITES
-    from meterd.storage import sql_store, sqlite
 
     pipeline_only = {"transact", "transact_each", "prune_event_identifiers"}
     not_writes = {"_read", "_write", "_migrate", "_connect", "_tx"}
@@ -259,9 +264,6 @@ def test_every_store_method_that_writes_is_sent_to_the_child() -> None:
 def test_the_servers_store_writes_run_in_the_child_and_its_errors_keep_their_type(
     db: Path,
 ) -> None:
-    from meterd.ingest.writer_process import WritesInChild
-    from meterd.metering.meters import new_meter
-    from meterd.storage.base import AlreadyExists
 
     async def body(env: Env) -> None:
         pipeline = await started(env, db)
